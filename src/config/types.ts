@@ -1,0 +1,46 @@
+/**
+ * The resolved VM configuration: what the config loader (src/config/) produces from TOML, the command
+ * line and defaults, and what every other part of tsbhyve consumes. It is plain data (structured-clone
+ * safe) so it can be posted to every Worker.
+ */
+
+/** Where a character device (UART, console) goes. */
+export type ChardevSpec =
+  | { kind: "stdio" }
+  | { kind: "null" }
+  | { kind: "file"; path: string }           // file=/path   (append; output only)
+  | { kind: "tcp"; addr: string; port: number } // tcp=[addr:]port (default addr 127.0.0.1; one client)
+  | { kind: "unix"; path: string }           // unix=/path   (listening socket; one client)
+  | { kind: "pty" }                          // pty          (prints the slave path)
+  | { kind: "device"; path: string };        // /dev/...     (an existing tty, e.g. nmdm)
+
+export interface BootKernel {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+export interface VmConfig {
+  name: string;
+  cpus: number;
+  sockets: number;
+  cores: number;
+  threads: number;
+  memory: { size: number; wired: boolean };
+  /** lpc.bootrom: raw firmware image mapped to end at 4 GiB */
+  bootrom?: string;
+  bootvars?: string;
+  /** [boot]: direct Linux kernel boot */
+  boot?: BootKernel;
+  /** lpc.com1 .. lpc.com4 (index 0..3); undefined = not present */
+  com: (ChardevSpec | undefined)[];
+  /** pci.B.S.F tables as written (device = emulation name plus its keys) */
+  pci: Record<string, { device: string; [key: string]: unknown }>;
+  acpiTables: boolean;
+  destroyOnPoweroff: boolean;
+  rtcLocaltime: boolean;
+  uuid?: string;
+  x86: { strictio: boolean; strictmsr: boolean; mptable: boolean; vmexitOnHlt: boolean; verbosemsr: boolean };
+  /** Where the config came from (for messages). */
+  source: string;
+}

@@ -1,0 +1,59 @@
+/**
+ * The device model interface. A device is constructed identically in every thread (main, each vCPU
+ * Worker, each I/O Worker) from the resolved config; its state lives in a shared StateBlock, so the
+ * thread that traps runs it. Constructors must have no side effects outside the state block: host
+ * resources (files, sockets, ptys) are opened once on the main thread during `prepare` and reach the
+ * devices as fd numbers (fds are process-wide).
+ */
+import type { GuestMemory } from "../mem/guest-memory.ts";
+import type { StateArena } from "./state.ts";
+
+export type Space = "pio" | "mmio";
+export type AccessSize = 1 | 2 | 4;
+
+export interface IoRange {
+  readonly space: Space;
+  readonly base: number;
+  readonly size: number;
+}
+
+export interface Device {
+  readonly name: string;
+  readonly ranges: readonly IoRange[];
+  /** Guest read of `size` bytes at `offset` into the range starting at `base`. Called with the device lock held. */
+  read(space: Space, base: number, offset: number, size: AccessSize): number;
+  /** Guest write. Called with the device lock held. */
+  write(space: Space, base: number, offset: number, size: AccessSize, value: number): void;
+  /** The lock the bus takes around read/write (normally the state block's). */
+  readonly lock?: { acquire(): void; release(): void };
+  /** fds this device wants watched by an I/O Worker, with the handler to run (lock not held). */
+  pollSources?(): PollSource[];
+}
+
+export interface PollSource {
+  fd: number;
+  events: number;
+  /** Called on the I/O Worker with the poll revents. Return false to stop watching this fd. */
+  ready(revents: number): boolean | void;
+}
+
+/** VM-wide services a device may call from any thread. */
+export interface Platform {
+  /** Drive an interrupt line (GSI) to a level. */
+  irqLine(gsi: number, level: 0 | 1): void;
+  msi(addr: number, data: number): void;
+  /** Ask the VM to stop with a bhyve exit code (0 reboot, 1 poweroff, 2 halt, 3 triple fault, 4 error). */
+  requestExit(code: number, reason: string): void;
+  /** Wake the I/O Worker so it re-reads pollSources() and anything a device queued for it. */
+  wakeIo(): void;
+  log(msg: string): void;
+}
+
+export type ThreadRole = "main" | "vcpu" | "io";
+
+export interface DeviceContext {
+  readonly mem: GuestMemory;
+  readonly arena: StateArena;
+  readonly platform: Platform;
+  readonly role: ThreadRole;
+}

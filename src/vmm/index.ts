@@ -1,0 +1,195 @@
+/**
+ * vmm/ — the only door to the kernel. A `VmHandle` wraps one VM of the shim by its number, so any
+ * thread (main, vCPU Worker, I/O Worker) can make VM-wide calls (interrupts, MSIs) on the same VM.
+ */
+import { constants } from "node:os";
+import { ptr as ptrOf, toArrayBuffer, type Pointer } from "bun:ffi";
+import { shim, cstr } from "./ffi.ts";
+import {
+  CPUID_ENTRY_BYTES, CPUID_FLAG_INDEXED, decodeSregs, encodeSregs, EXIT, GPR_NAMES, SREGS_BYTES,
+  type CpuidEntry, type Regs, type Sregs,
+} from "./layout.ts";
+
+export * from "./layout.ts";
+
+const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(constants.errno).map(([k, v]) => [v, k]),
+);
+
+export class VmmError extends Error {
+  constructor(readonly op: string, readonly errno: number) {
+    super(`${op}: ${ERRNO_NAMES[errno] ?? "errno " + errno}`);
+  }
+}
+
+/** Throws VmmError for a negative return, else returns it. */
+export function check(op: string, r: number): number {
+  if (r < 0) throw new VmmError(op, -r);
+  return r;
+}
+
+export function available(): { ok: true } | { ok: false; why: string } {
+  const r = shim().tsb_available();
+  return r === 0 ? { ok: true } : { ok: false, why: `cannot use /dev/kvm: ${ERRNO_NAMES[-r] ?? r}` };
+}
+
+/** A handle on a VM another thread created (handles are process-wide). */
+export function createVmFromHandle(id: number): VmHandle {
+  return new VmHandle(id);
+}
+
+export function createVm(): VmHandle {
+  return new VmHandle(check("create VM", shim().tsb_vm_create()));
+}
+
+export class VmHandle {
+  private readonly s = shim();
+  constructor(readonly id: number) {}
+
+  caps(): number { return check("caps", this.s.tsb_vm_caps(this.id)); }
+  maxVcpus(): number { return check("max vcpus", this.s.tsb_vm_max_vcpus(this.id)); }
+  destroy(): void { check("destroy VM", this.s.tsb_vm_destroy(this.id)); }
+
+  mapMemory(slot: number, gpa: number, size: number, host: number, flags: number): void {
+    check(`map memory slot ${slot} at 0x${gpa.toString(16)}`, this.s.tsb_mem_map(this.id, slot, gpa, size, host as Pointer, flags));
+  }
+
+  createVcpu(index: number): void { check(`create vcpu ${index}`, this.s.tsb_vcpu_create(this.id, index)); }
+  vcpu(index: number): VcpuHandle { return new VcpuHandle(this, index); }
+
+  /** Drive an interrupt line (GSI) of the in-kernel IOAPIC/PIC to a level. */
+  irqLine(gsi: number, level: 0 | 1): void { check(`irq line ${gsi}`, this.s.tsb_irq_line(this.id, gsi, level)); }
+  msi(addr: number, data: number): void { check("msi", this.s.tsb_msi(this.id, addr, data >>> 0)); }
+  ioeventfd(addr: number, len: number, pio: boolean, datamatch: number | null, fd: number, deassign = false): void {
+    check("ioeventfd", this.s.tsb_ioeventfd(this.id, addr, len, pio ? 1 : 0, datamatch ?? -1, fd, deassign ? 1 : 0));
+  }
+  irqfd(gsi: number, fd: number, resampleFd = -1, deassign = false): void {
+    check("irqfd", this.s.tsb_irqfd(this.id, gsi, fd, resampleFd, deassign ? 1 : 0));
+  }
+  msiRoute(gsi: number, addr: number, data: number): void { check("msi route", this.s.tsb_msi_route(this.id, gsi, addr, data >>> 0)); }
+
+  supportedCpuid(): CpuidEntry[] {
+    const max = 256;
+    const b = new Uint8Array(max * CPUID_ENTRY_BYTES);
+    const n = check("supported cpuid", this.s.tsb_supported_cpuid(this.id, b, max));
+    const v = new DataView(b.buffer);
+    const out: CpuidEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const o = i * CPUID_ENTRY_BYTES;
+      out.push({
+        function: v.getUint32(o, true), index: v.getUint32(o + 4, true), flags: v.getUint32(o + 8, true),
+        eax: v.getUint32(o + 12, true), ebx: v.getUint32(o + 16, true), ecx: v.getUint32(o + 20, true), edx: v.getUint32(o + 24, true),
+      });
+    }
+    return out;
+  }
+}
+
+export class VcpuHandle {
+  private readonly s = shim();
+  private readonly vmId: number;
+  constructor(readonly vm: VmHandle, readonly index: number) { this.vmId = vm.id; }
+
+  /** The exit page, read in place after every run(). */
+  exitPage(): DataView {
+    const p = this.s.tsb_vcpu_exit_page(this.vmId, this.index);
+    if (!p) throw new VmmError(`exit page of vcpu ${this.index}`, constants.errno.EBADF);
+    return new DataView(toArrayBuffer(p, 0, EXIT.bytes));
+  }
+  /** Record the calling thread as this vCPU's (for kicks) and name it. */
+  bindThread(name: string): void { check("bind thread", this.s.tsb_vcpu_bind_thread(this.vmId, this.index, cstr(name))); }
+  /** Enter the guest; returns an ExitReason (details on the exit page). */
+  run(): number { return this.s.tsb_vcpu_run(this.vmId, this.index); }
+  kick(): void { this.s.tsb_vcpu_kick(this.vmId, this.index); }
+  setRunnable(runnable: boolean): void { check("set mp state", this.s.tsb_vcpu_set_runnable(this.vmId, this.index, runnable ? 1 : 0)); }
+
+  getRegs(): Regs {
+    const b = new BigUint64Array(18);
+    check("get regs", this.s.tsb_vcpu_get_regs(this.vmId, this.index, b));
+    return Object.fromEntries(GPR_NAMES.map((n, i) => [n, b[i]!])) as Regs;
+  }
+  setRegs(r: Partial<Regs>): void {
+    const cur = this.getRegs();
+    const b = new BigUint64Array(GPR_NAMES.map((n) => r[n] ?? cur[n]));
+    check("set regs", this.s.tsb_vcpu_set_regs(this.vmId, this.index, b));
+  }
+  getSregs(): Sregs {
+    const b = new Uint8Array(SREGS_BYTES);
+    check("get sregs", this.s.tsb_vcpu_get_sregs(this.vmId, this.index, b));
+    return decodeSregs(b);
+  }
+  setSregs(s: Sregs): void { check("set sregs", this.s.tsb_vcpu_set_sregs(this.vmId, this.index, encodeSregs(s))); }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    const b = new Uint8Array(entries.length * CPUID_ENTRY_BYTES);
+    const v = new DataView(b.buffer);
+    entries.forEach((e, i) => {
+      const o = i * CPUID_ENTRY_BYTES;
+      v.setUint32(o, e.function, true); v.setUint32(o + 4, e.index, true);
+      v.setUint32(o + 8, e.flags & CPUID_FLAG_INDEXED, true);
+      v.setUint32(o + 12, e.eax >>> 0, true); v.setUint32(o + 16, e.ebx >>> 0, true);
+      v.setUint32(o + 20, e.ecx >>> 0, true); v.setUint32(o + 24, e.edx >>> 0, true);
+    });
+    check("set cpuid", this.s.tsb_vcpu_set_cpuid(this.vmId, this.index, b, entries.length));
+  }
+  setMsrs(msrs: [number, bigint][]): void {
+    const idx = new Uint32Array(msrs.map(([i]) => i));
+    const val = new BigUint64Array(msrs.map(([, v]) => v));
+    const n = check("set msrs", this.s.tsb_vcpu_set_msrs(this.vmId, this.index, idx, val, msrs.length));
+    if (n !== msrs.length) throw new Error(`set msrs: MSR 0x${msrs[n]![0].toString(16)} refused`);
+  }
+  getMsrs(indices: number[]): bigint[] {
+    const idx = new Uint32Array(indices);
+    const val = new BigUint64Array(indices.length);
+    check("get msrs", this.s.tsb_vcpu_get_msrs(this.vmId, this.index, idx, val, indices.length));
+    return [...val];
+  }
+}
+
+/** Host-side helpers of the shim (fds, polling, memory) for the rest of the program. */
+export const host = {
+  memAlloc(size: number, wired: boolean): number {
+    const p = shim().tsb_mem_alloc(size, wired ? 2 : 0);
+    if (!p) throw new Error(`cannot allocate ${size} bytes of guest memory${wired ? " (wired: check ulimit -l)" : ""}`);
+    return p as number;
+  },
+  memView(p: number, size: number): Uint8Array { return new Uint8Array(toArrayBuffer(p as Pointer, 0, size)); },
+  setThreadName(name: string): void { shim().tsb_set_thread_name(cstr(name)); },
+  gettid(): number { return shim().tsb_gettid(); },
+  eventfd(): number { return check("eventfd", shim().tsb_eventfd(0)); },
+  signal(fd: number): void { shim().tsb_eventfd_signal(fd); },
+  drain(fd: number): number { return shim().tsb_eventfd_drain(fd) as number; },
+  /** poll(2): returns revents per fd (0 = nothing), or throws. */
+  poll(fds: Int32Array, events: Int16Array, revents: Int16Array, timeoutMs: number): number {
+    const r = shim().tsb_poll(fds, events, revents, fds.length, timeoutMs);
+    if (r < 0 && -r !== constants.errno.EINTR) throw new VmmError("poll", -r);
+    return r < 0 ? 0 : r;
+  },
+  read(fd: number, buf: Uint8Array): number { return shim().tsb_read(fd, buf, buf.length) as number; },
+  write(fd: number, buf: Uint8Array): number { return shim().tsb_write(fd, buf, buf.length) as number; },
+  /** Write without ever blocking: -EAGAIN (negative errno) when there is no room. */
+  writeNb(fd: number, buf: Uint8Array): number { return shim().tsb_write_nb(fd, buf, buf.length) as number; },
+  pread(fd: number, buf: Uint8Array, off: number): number { return shim().tsb_pread(fd, buf, buf.length, off) as number; },
+  pwrite(fd: number, buf: Uint8Array, off: number): number { return shim().tsb_pwrite(fd, buf, buf.length, off) as number; },
+  /** iov: BigUint64Array of (host pointer, length) pairs. */
+  preadv(fd: number, iov: BigUint64Array, off: number): number { return shim().tsb_preadv(fd, iov, iov.length / 2, off) as number; },
+  pwritev(fd: number, iov: BigUint64Array, off: number): number { return shim().tsb_pwritev(fd, iov, iov.length / 2, off) as number; },
+  close(fd: number): void { shim().tsb_close(fd); },
+  setNonblock(fd: number, on: boolean): void { check("set nonblock", shim().tsb_set_nonblock(fd, on ? 1 : 0)); },
+  openpty(): { fd: number; path: string } {
+    const name = new Uint8Array(128);
+    const fd = check("openpty", shim().tsb_openpty(name, name.length));
+    return { fd, path: new TextDecoder().decode(name.subarray(0, name.indexOf(0))) };
+  },
+  listenTcp(addr: string, port: number): number { return check(`listen on ${addr}:${port}`, shim().tsb_listen_tcp(cstr(addr), port)); },
+  listenUnix(path: string): number { return check(`listen on ${path}`, shim().tsb_listen_unix(cstr(path))); },
+  /** Non-blocking accept: an fd, or -1 when no client is waiting. */
+  accept(fd: number): number { const r = shim().tsb_accept(fd); return r < 0 ? -1 : r; },
+  ttyRaw(fd: number, on: boolean): void { check("tty mode", shim().tsb_tty_raw(fd, on ? 1 : 0)); },
+  isatty(fd: number): boolean { return shim().tsb_isatty(fd) === 1; },
+  monotonicNs(): number { return shim().tsb_monotonic_ns() as number; },
+  errnoName(e: number): string { return ERRNO_NAMES[e] ?? `errno ${e}`; },
+  /** Address of a JS typed array (valid only until the next GC-relevant step; use at once). */
+  addressOf(a: ArrayBufferView): number { return ptrOf(a) as number; },
+};
+export const POLLIN = 1, POLLOUT = 4, POLLERR = 8, POLLHUP = 16;
