@@ -68,9 +68,9 @@ export class GuestMemory {
 
   /** The region wholly containing [gpa, gpa+len), or throws GuestMemoryError. */
   find(gpa: number, len: number): MemRegion {
+    if (!(Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= 0 && len >= 0)) throw new GuestMemoryError(gpa, len);
     const l = this.last;
-    if (gpa >= l.gpa && gpa + len <= l.gpa + l.size && len >= 0) return l;
-    if (!(gpa >= 0 && len >= 0 && Number.isSafeInteger(gpa) && Number.isSafeInteger(len))) throw new GuestMemoryError(gpa, len);
+    if (gpa >= l.gpa && gpa + len <= l.gpa + l.size) return l;
     for (const r of this.regions) {
       if (gpa >= r.gpa && gpa + len <= r.gpa + r.size) return (this.last = r);
     }
