@@ -38,6 +38,8 @@ export interface VmConfig {
   pci: Record<string, { device: string; [key: string]: unknown }>;
   acpiTables: boolean;
   destroyOnPoweroff: boolean;
+  /** lpc.pc-testdev: the test device of tsbhyve's payload tests */
+  pcTestdev: boolean;
   rtcLocaltime: boolean;
   uuid?: string;
   x86: { strictio: boolean; strictmsr: boolean; mptable: boolean; vmexitOnHlt: boolean; verbosemsr: boolean };

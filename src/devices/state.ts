@@ -57,16 +57,17 @@ export function bindState<S extends LayoutSpec>(buf: SharedArrayBuffer | ArrayBu
     const o = (layout.offsets as Record<string, number>)[k]!;
     if (typeof f !== "string") {
       const Ctor = { u8: Uint8Array, u16: Uint16Array, u32: Uint32Array, i32: Int32Array, f64: Float64Array }[f.type];
-      obj[k] = new Ctor(buf, offset + o, f.count);
+      obj[k] = new Ctor(buf as ArrayBuffer, offset + o, f.count);
       continue;
     }
-    const [get, set] = {
+    const accessors: Record<Scalar, [() => number, (v: number) => void]> = {
       u8: [() => dv.getUint8(o), (v: number) => dv.setUint8(o, v)],
       u16: [() => dv.getUint16(o, true), (v: number) => dv.setUint16(o, v, true)],
       u32: [() => dv.getUint32(o, true), (v: number) => dv.setUint32(o, v >>> 0, true)],
       i32: [() => dv.getInt32(o, true), (v: number) => dv.setInt32(o, v | 0, true)],
       f64: [() => dv.getFloat64(o, true), (v: number) => dv.setFloat64(o, v, true)],
-    }[f];
+    };
+    const [get, set] = accessors[f];
     Object.defineProperty(obj, k, { get, set, enumerable: true });
   }
   new DataView(buf, offset + 4, 4).setUint32(0, layout.version, true);

@@ -1,10 +1,26 @@
 /**
  * The device table: every device tsbhyve can build, with the rule that decides (from the config)
- * whether and how it exists. Read top to bottom, this is the machine's inventory.
+ * whether and how it exists. Read top to bottom, this is the machine's inventory. The order fixes each
+ * device's block in the shared state buffer, so it must be the same in every thread (it is: same table,
+ * same config).
  */
 import type { VmConfig } from "../config/types.ts";
 import type { Device, DeviceContext } from "../devices/device.ts";
+import { createAcpiPm } from "../devices/acpi-pm.ts";
+import { createI8042 } from "../devices/i8042.ts";
+import { createPost } from "../devices/post.ts";
+import { createReset } from "../devices/reset.ts";
+import { createTestdev } from "../devices/testdev.ts";
+import { COM_PORTS, createUart } from "../devices/uart16550.ts";
 import type { Prepared } from "./prepare.ts";
+
+/** Platform I/O addresses shared by the devices and the ACPI tables that describe them. */
+export const PLATFORM = {
+  /** PM1a event block (PM1a_CNT = +4). 0x600 as a PIIX4 PM function under stock firmware has it,
+   * which also keeps 0x402 free for the firmware debug console. */
+  pmBase: 0x600,
+  sciGsi: 9,
+} as const;
 
 export interface DeviceEntry {
   readonly name: string;
@@ -12,4 +28,21 @@ export interface DeviceEntry {
   create(ctx: DeviceContext, cfg: VmConfig, prepared: Prepared): Device[];
 }
 
-export const DEVICE_TABLE: readonly DeviceEntry[] = [];
+export const DEVICE_TABLE: readonly DeviceEntry[] = [
+  {
+    name: "uart", doc: "16550A UARTs com1-com4 at 0x3f8/0x2f8/0x3e8/0x2e8, IRQ 4/3/4/3 (lpc.comN.path)",
+    create: (ctx, cfg, prep) => COM_PORTS.flatMap((p, i) =>
+      cfg.com[i] ? [createUart(ctx, { name: p.name, base: p.base, gsi: p.irq, chardev: prep.com[i] })] : []),
+  },
+  {
+    name: "acpi-pm", doc: "ACPI PM1 event/control blocks: S5 power-off, power button, SCI",
+    create: (ctx) => [createAcpiPm(ctx, { base: PLATFORM.pmBase, sciGsi: PLATFORM.sciGsi })],
+  },
+  { name: "reset", doc: "reset control 0xCF9 and port 0x92", create: (ctx) => [createReset(ctx)] },
+  { name: "i8042", doc: "minimal i8042 keyboard controller (0x60/0x64): reset line, keyboard probe answers", create: (ctx) => [createI8042(ctx)] },
+  { name: "post", doc: "POST code port 0x80 and the 0x402 debug console", create: (ctx) => [createPost(ctx)] },
+  {
+    name: "pc-testdev", doc: "test device for payload tests: 0xE0 counter, 0xF4 exit (lpc.pc-testdev)",
+    create: (ctx, cfg) => (cfg.pcTestdev ? [createTestdev(ctx)] : []),
+  },
+];

@@ -12,6 +12,7 @@ import { buildMachine, STATE_BYTES, type Machine } from "./machine.ts";
 import { setupMemory, viewMemory } from "./memory.ts";
 import { makePlatform } from "./platform.ts";
 import { prepare, release, type Prepared } from "./prepare.ts";
+import { IO_WORKER, VCPU_WORKER } from "../entry-points.ts";
 import { Ctrl, RunState, type ThreadInit, type VcpuInit, type WorkerMsg } from "./shared.ts";
 
 export interface RunResult {
@@ -38,7 +39,6 @@ export interface VmControl {
   vm: VmHandle;
 }
 
-const workerUrl = (rel: string) => new URL(rel, import.meta.url).href;
 
 export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunResult> {
   const log = opts.log ?? ((m: string) => console.error(`tsbhyve: ${m}`));
@@ -99,8 +99,8 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
       w.postMessage(data);
       workers.push(w);
     };
-    spawn(workerUrl("./io-worker.ts"), init, "io");
-    for (let i = 0; i < cfg.cpus; i++) spawn(workerUrl("../vcpu/worker.ts"), { ...init, vcpu: i }, `vcpu ${i}`);
+    spawn(IO_WORKER, init, "io");
+    for (let i = 0; i < cfg.cpus; i++) spawn(VCPU_WORKER, { ...init, vcpu: i }, `vcpu ${i}`);
 
     opts.onStart?.({ stop: (code, reason) => platform.requestExit(code, reason), machine, vm });
     const result = await exited;

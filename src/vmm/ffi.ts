@@ -9,11 +9,8 @@
 import { dlopen, FFIType } from "bun:ffi";
 import shimPath from "../../build/libtsbhyve.so" with { type: "file" };
 
-const { i32, i64_fast, u64_fast, u64, i64, ptr, u32, i16 } = {
-  i32: FFIType.i32, i64_fast: FFIType.i64_fast, u64_fast: FFIType.u64_fast, u64: FFIType.u64,
-  i64: FFIType.i64, ptr: FFIType.ptr, u32: FFIType.u32, i16: FFIType.i16,
-};
-void i16;
+const i32 = "i32", u32 = "u32", i64 = "i64", u64 = "u64", ptr = "ptr";
+const i64_fast = FFIType.i64_fast, u64_fast = FFIType.u64_fast;
 
 const symbols = {
   tsb_abi_version: { args: [], returns: i32 },

@@ -190,6 +190,6 @@ export const host = {
   monotonicNs(): number { return shim().tsb_monotonic_ns() as number; },
   errnoName(e: number): string { return ERRNO_NAMES[e] ?? `errno ${e}`; },
   /** Address of a JS typed array (valid only until the next GC-relevant step; use at once). */
-  addressOf(a: ArrayBufferView): number { return ptrOf(a) as number; },
+  addressOf(a: Uint8Array | DataView): number { return ptrOf(a) as number; },
 };
 export const POLLIN = 1, POLLOUT = 4, POLLERR = 8, POLLHUP = 16;

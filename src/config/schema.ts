@@ -1,0 +1,206 @@
+/**
+ * The configuration schema, declared as data. Every key is a bhyve_config(5) dotted path; in TOML a
+ * dotted path maps onto tables ("memory.size" = [memory] size). This table is the single source of
+ * truth for validation, defaults and the `tsbhyve --help` key listing.
+ */
+import { statSync, type Stats } from "node:fs";
+import { resolve } from "node:path";
+import { CHARDEV_EXPECTED, parseChardev, show, type Parsed } from "./chardev.ts";
+import { formatSize, KiB, MiB, parseBool, parseInteger, parseSize, TiB } from "./size.ts";
+
+export type KeyType = "string" | "int" | "bool" | "size" | "enum" | "path" | "chardev";
+
+export interface KeyDef {
+  key: string;
+  type: KeyType;
+  /** Default as a user would write it (goes through the same coercion); absent = unset. */
+  default?: string | number | boolean;
+  doc: string;
+  /** int: inclusive range; size: inclusive range in bytes */
+  min?: number;
+  max?: number;
+  /** size: round up to a multiple of this many bytes */
+  roundTo?: number;
+  /** enum: allowed values */
+  values?: readonly string[];
+  /** string: required shape, and how to describe it */
+  pattern?: RegExp;
+  patternDoc?: string;
+  /** path: extra check on the existing regular file */
+  checkFile?: (st: Stats) => string | undefined;
+}
+
+const MAX_CPUS = 255;
+/** Boot ROM region: [4 GiB - 16 MiB, 4 GiB). */
+export const BOOTROM_MAX = 16 * MiB;
+
+function checkBootrom(st: Stats): string | undefined {
+  if (st.size === 0 || st.size % (4 * KiB) !== 0 || st.size > BOOTROM_MAX) {
+    return `expected a ROM image whose size is a non-zero multiple of 4K and at most 16M, got ${st.size} bytes`;
+  }
+  return undefined;
+}
+
+const topo = (key: string, doc: string): KeyDef => ({ key, type: "int", min: 1, max: MAX_CPUS, doc });
+
+const com = (n: number): KeyDef => ({
+  key: `lpc.com${n}.path`, type: "chardev",
+  doc: `COM${n} 16550 UART backend: stdio | null | pty | file=PATH | tcp=[ADDR:]PORT | unix=PATH | /dev/TTY`,
+});
+
+export const KEYS: readonly KeyDef[] = [
+  { key: "name", type: "string", default: "vm", doc: "VM name", pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+    patternDoc: "a name of 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)" },
+  topo("cpus", `vCPUs, 1-${MAX_CPUS}; must equal sockets*cores*threads (default: that product, or 1)`),
+  topo("sockets", "CPU sockets (only cpus given: sockets=cpus, cores=threads=1)"),
+  topo("cores", "cores per socket"),
+  topo("threads", "threads per core"),
+  { key: "memory.size", type: "size", default: "256M", min: 64 * MiB, max: TiB, roundTo: 2 * MiB,
+    doc: "guest RAM: K/M/G/T suffix, plain number = MiB; 64M-1T, must be a multiple of 4K, rounded up to 2M" },
+  { key: "memory.wired", type: "bool", default: false, doc: "wire (mlock) guest memory" },
+  { key: "lpc.bootrom", type: "path", checkFile: checkBootrom,
+    doc: "firmware image (e.g. OVMF/BHYVE_UEFI.fd) mapped to end at 4G; size a multiple of 4K, <= 16M" },
+  { key: "lpc.bootvars", type: "path", doc: "writable UEFI variable store placed below the boot ROM (needs lpc.bootrom)" },
+  com(1), com(2), com(3), com(4),
+  { key: "lpc.pc-testdev", type: "bool", default: false,
+    doc: "test device (ports 0xE0 counter, 0xF4 exit) for tsbhyve's own payload tests" },
+  { key: "boot.kernel", type: "path", doc: "Linux bzImage for direct kernel boot (exclusive with lpc.bootrom)" },
+  { key: "boot.initrd", type: "path", doc: "initramfs for direct kernel boot" },
+  { key: "boot.cmdline", type: "string", default: "", doc: "kernel command line for direct kernel boot" },
+  { key: "acpi_tables", type: "bool", default: true, doc: "generate ACPI tables" },
+  { key: "destroy_on_poweroff", type: "bool", default: false, doc: "destroy the VM when the guest powers off" },
+  { key: "rtc.use_localtime", type: "bool", default: true, doc: "RTC keeps local time (false: UTC)" },
+  { key: "uuid", type: "string", pattern: /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/,
+    patternDoc: "a UUID like 01234567-89ab-cdef-0123-456789abcdef", doc: "SMBIOS system UUID (default: derived)" },
+  { key: "x86.strictio", type: "bool", default: false, doc: "exit on accesses to unemulated I/O ports" },
+  { key: "x86.strictmsr", type: "bool", default: true, doc: "inject #GP on accesses to unimplemented MSRs" },
+  { key: "x86.mptable", type: "bool", default: true, doc: "generate an MP table" },
+  { key: "x86.vmexit_on_hlt", type: "bool", default: false, doc: "exit to the host when a vCPU executes HLT" },
+  { key: "x86.verbosemsr", type: "bool", default: false, doc: "log accesses to unimplemented MSRs" },
+  { key: "config.dump", type: "bool", default: false, doc: "print the resolved configuration as TOML and exit" },
+];
+
+export const KEY_MAP: ReadonlyMap<string, KeyDef> = new Map(KEYS.map((d) => [d.key, d]));
+
+/** bhyve's PCI emulation names. `implemented` flips as device issues land. */
+export interface PciDeviceDef {
+  implemented: boolean;
+  /** keys in the pci.B.S.F table holding host file paths (resolved against the config file's directory) */
+  pathKeys?: readonly string[];
+  /** only one instance, on bus 0 */
+  singleOnBus0?: boolean;
+}
+
+export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
+  hostbridge: { implemented: true },
+  amd_hostbridge: { implemented: false },
+  lpc: { implemented: true, singleOnBus0: true },
+  passthru: { implemented: false },
+  "virtio-net": { implemented: false },
+  "virtio-blk": { implemented: false },
+  "virtio-scsi": { implemented: false },
+  "virtio-9p": { implemented: false },
+  "virtio-rnd": { implemented: false },
+  "virtio-console": { implemented: false },
+  "virtio-input": { implemented: false },
+  ahci: { implemented: false },
+  "ahci-cd": { implemented: false },
+  "ahci-hd": { implemented: false },
+  e1000: { implemented: false },
+  uart: { implemented: false },
+  fbuf: { implemented: false },
+  xhci: { implemented: false },
+  nvme: { implemented: false },
+  hda: { implemented: false },
+};
+
+/** What a key type accepts, for "expected ..." messages. */
+export function expected(def: KeyDef): string {
+  switch (def.type) {
+    case "string": return def.patternDoc ?? "a string";
+    case "int": return `an integer ${def.min ?? "-inf"}-${def.max ?? "inf"}`;
+    case "bool": return "a boolean (true/false, or on/off, yes/no, 1/0)";
+    case "size": return `a size like "512M" or "2G"`;
+    case "enum": return `one of ${def.values!.join(", ")}`;
+    case "path": return "a path to an existing file";
+    case "chardev": return CHARDEV_EXPECTED;
+  }
+}
+
+const fail = (error: string): Parsed<never> => ({ ok: false, error });
+
+function coerceSize(def: KeyDef, raw: unknown): Parsed<number> {
+  const bytes = parseSize(raw);
+  if (bytes === undefined) return fail(`expected ${expected(def)}, got ${show(raw)}`);
+  if (bytes % (4 * KiB) !== 0) return fail(`expected a multiple of 4K, got ${show(raw)} (${bytes} bytes)`);
+  const v = def.roundTo ? Math.ceil(bytes / def.roundTo) * def.roundTo : bytes;
+  if (def.min !== undefined && v < def.min) return fail(`expected at least ${formatSize(def.min)}, got ${show(raw)}`);
+  if (def.max !== undefined && v > def.max) return fail(`expected at most ${formatSize(def.max)}, got ${show(raw)}`);
+  return { ok: true, value: v };
+}
+
+function coercePath(def: KeyDef, raw: unknown, baseDir: string): Parsed<string> {
+  if (typeof raw !== "string" || raw === "") return fail(`expected ${expected(def)}, got ${show(raw)}`);
+  const abs = resolve(baseDir, raw);
+  let st: Stats;
+  try {
+    st = statSync(abs);
+  } catch {
+    return fail(`file not found: ${abs}`);
+  }
+  if (!st.isFile()) return fail(`expected a regular file, got ${abs}`);
+  const bad = def.checkFile?.(st);
+  return bad ? fail(`${bad} (${abs})`) : { ok: true, value: abs };
+}
+
+/** Convert a raw TOML/command-line value to the key's typed value. */
+export function coerce(def: KeyDef, raw: unknown, baseDir: string): Parsed<unknown> {
+  switch (def.type) {
+    case "string": {
+      if (typeof raw !== "string") return fail(`expected ${def.patternDoc ?? "a string"}, got ${show(raw)}`);
+      if (def.pattern && !def.pattern.test(raw)) return fail(`expected ${def.patternDoc}, got ${show(raw)}`);
+      return { ok: true, value: raw };
+    }
+    case "int": {
+      const n = parseInteger(raw);
+      if (n === undefined || (def.min !== undefined && n < def.min) || (def.max !== undefined && n > def.max)) {
+        return fail(`expected ${expected(def)}, got ${show(raw)}`);
+      }
+      return { ok: true, value: n };
+    }
+    case "bool": {
+      const b = parseBool(raw);
+      return b === undefined ? fail(`expected ${expected(def)}, got ${show(raw)}`) : { ok: true, value: b };
+    }
+    case "enum":
+      return typeof raw === "string" && def.values!.includes(raw)
+        ? { ok: true, value: raw }
+        : fail(`expected ${expected(def)}, got ${show(raw)}`);
+    case "size":
+      return coerceSize(def, raw);
+    case "path":
+      return coercePath(def, raw, baseDir);
+    case "chardev":
+      return parseChardev(raw, baseDir);
+  }
+}
+
+/** The config key listing for `tsbhyve --help`, generated from KEYS and PCI_DEVICES. */
+export function describeKeys(): string {
+  const rows = KEYS.map((d) => [d.key, d.type, d.default === undefined ? "-" : d.default === "" ? '""' : String(d.default), d.doc]);
+  rows.push(["pci.B.S.F.device", "enum", "-", "PCI device at bus B (0-255), slot S (0-31), function F (0-7); " +
+    "other keys of the table are the device's options"]);
+  const header = ["key", "type", "default", "meaning"];
+  const w = [0, 1, 2].map((c) => Math.max(...[header, ...rows].map((r) => r[c]!.length)));
+  const fmt = (r: string[]) => `  ${r[0]!.padEnd(w[0]!)}  ${r[1]!.padEnd(w[1]!)}  ${r[2]!.padEnd(w[2]!)}  ${r[3]}`;
+  const impl = Object.keys(PCI_DEVICES).filter((n) => PCI_DEVICES[n]!.implemented);
+  const later = Object.keys(PCI_DEVICES).filter((n) => !PCI_DEVICES[n]!.implemented);
+  return [
+    "Config keys (TOML tables or dotted paths; -o key=value sets any of them):",
+    fmt(header),
+    ...rows.map(fmt),
+    `  PCI devices: ${impl.join(", ")} (not implemented yet: ${later.join(", ")})`,
+    "  Booleans: true/false or on/off, yes/no, 1/0. Integers: TOML integers or strtol syntax (0x1f, 017).",
+    "  Relative paths in a config file are resolved against the file's directory; on the command line, the cwd.",
+  ].join("\n");
+}
