@@ -97,26 +97,49 @@ int32_t tsb_available(void)
 
 static void kick_handler(int sig) { (void)sig; }
 
+/*
+ * The PC's interrupt wiring as the kernel's routing table: ISA IRQ n drives PIC pin n and IOAPIC pin n,
+ * except the timer, IRQ 0, which is wired to IOAPIC pin 2 (the MP table and MADT say so, as on real
+ * chipsets); pin 2 is the PIC cascade and has no ISA IRQ of its own. GSIs 16-23 are the IOAPIC's PCI
+ * pins. This is also where the in-kernel PIT (which raises GSI 0) gets its pin-2 wiring.
+ */
 static void default_routes(struct vm *vm)
 {
 	int n = 0;
 	for (int gsi = 0; gsi < 24; gsi++) {
-		if (gsi < 16 && gsi != 2) {
-			struct kvm_irq_routing_entry *e = &vm->routes[n++];
+		if (gsi == 2)
+			continue;
+		struct kvm_irq_routing_entry *e;
+		if (gsi < 16) {
+			e = &vm->routes[n++];
 			memset(e, 0, sizeof(*e));
 			e->gsi = gsi;
 			e->type = KVM_IRQ_ROUTING_IRQCHIP;
 			e->u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
 			e->u.irqchip.pin = gsi & 7;
 		}
-		struct kvm_irq_routing_entry *e = &vm->routes[n++];
+		e = &vm->routes[n++];
 		memset(e, 0, sizeof(*e));
 		e->gsi = gsi;
 		e->type = KVM_IRQ_ROUTING_IRQCHIP;
 		e->u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		e->u.irqchip.pin = gsi;
+		e->u.irqchip.pin = gsi == 0 ? 2 : gsi;
 	}
 	vm->nroutes = n;
+}
+
+/* KVM replaces the whole table on every update: push all of it. Call with vm->lock held. */
+static int push_routes(struct vm *vm)
+{
+	size_t sz = sizeof(struct kvm_irq_routing) + vm->nroutes * sizeof(struct kvm_irq_routing_entry);
+	struct kvm_irq_routing *t = calloc(1, sz);
+	if (!t)
+		return -ENOMEM;
+	t->nr = vm->nroutes;
+	memcpy(t->entries, vm->routes, vm->nroutes * sizeof(struct kvm_irq_routing_entry));
+	int r = neg(ioctl(vm->fd, KVM_SET_GSI_ROUTING, t));
+	free(t);
+	return r;
 }
 
 int32_t tsb_vm_create(void)
@@ -164,6 +187,13 @@ int32_t tsb_vm_create(void)
 		caps |= TSB_CAP_IMMEDIATE_EXIT;
 	vm->caps = caps;
 	default_routes(vm);
+	if (caps & TSB_CAP_IRQCHIP) {
+		r = push_routes(vm);
+		if (r < 0) {
+			close(fd);
+			goto out;
+		}
+	}
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = kick_handler; /* no SA_RESTART: KVM_RUN must return EINTR */
@@ -654,15 +684,7 @@ int32_t tsb_msi_route(int32_t h, int32_t gsi, uint64_t addr, uint32_t data)
 	e->u.msi.address_lo = (uint32_t)addr;
 	e->u.msi.address_hi = (uint32_t)(addr >> 32);
 	e->u.msi.data = data;
-	size_t sz = sizeof(struct kvm_irq_routing) + vm->nroutes * sizeof(struct kvm_irq_routing_entry);
-	struct kvm_irq_routing *t = calloc(1, sz);
-	int r = -ENOMEM;
-	if (t) {
-		t->nr = vm->nroutes;
-		memcpy(t->entries, vm->routes, vm->nroutes * sizeof(struct kvm_irq_routing_entry));
-		r = neg(ioctl(vm->fd, KVM_SET_GSI_ROUTING, t));
-		free(t);
-	}
+	int r = push_routes(vm);
 	pthread_mutex_unlock(&vm->lock);
 	return r;
 }

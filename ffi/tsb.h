@@ -120,6 +120,8 @@ int32_t tsb_vcpu_get_msrs(int32_t vm, int32_t id, const uint32_t *idx, uint64_t 
 int32_t tsb_vcpu_set_runnable(int32_t vm, int32_t id, int32_t runnable); /* AP wait-for-SIPI vs running */
 int32_t tsb_supported_cpuid(int32_t vm, struct tsb_cpuid_entry *out, int32_t max);
 
+/* gsi 0-15: ISA IRQ n (PIC pin n and IOAPIC pin n; IRQ 0 is wired to IOAPIC pin 2, as the MADT says);
+ * gsi 16-23: IOAPIC pins for PCI INTx. */
 int32_t tsb_irq_line(int32_t vm, int32_t gsi, int32_t level);
 int32_t tsb_msi(int32_t vm, uint64_t addr, uint32_t data);
 int32_t tsb_ioeventfd(int32_t vm, uint64_t addr, int32_t len, int32_t pio, int64_t datamatch, int32_t fd, int32_t deassign);

@@ -7,6 +7,7 @@
  */
 
 export const MSR = {
+  IA32_TSC: 0x10,
   IA32_MISC_ENABLE: 0x1a0,
   IA32_MTRR_DEF_TYPE: 0x2ff,
   IA32_MTRR_FIX64K_00000: 0x250,
@@ -43,6 +44,7 @@ function fixed(type: bigint): bigint {
 
 /**
  * Initial MSRs: [index, value] pairs in the order they should be written.
+ *  - IA32_TSC: 0 on every vCPU (synchronized TSCs).
  *  - IA32_MISC_ENABLE: fast strings on; BTS/PEBS reported unavailable (not virtualized).
  *  - MTRRs: default type write-back with MTRRs and fixed ranges enabled (0xC06), so all RAM is
  *    cacheable (Linux trims RAM an MTRR leaves uncached). Fixed ranges: 0–0x9FFFF WB (RAM),
@@ -51,6 +53,10 @@ function fixed(type: bigint): bigint {
  */
 export function initialMsrs(_vcpu: number): [number, bigint][] {
   const msrs: [number, bigint][] = [
+    // Every vCPU's TSC starts at 0 together: the kernel treats near-simultaneous writes as one clock
+    // and keeps the vCPUs' TSCs synchronized (otherwise guests mark the TSC unstable and kvm-clock's
+    // cross-CPU monotonicity clamp can stall guest time).
+    [MSR.IA32_TSC, 0n],
     [MSR.IA32_MISC_ENABLE, MISC_ENABLE.FAST_STRINGS | MISC_ENABLE.BTS_UNAVAILABLE | MISC_ENABLE.PEBS_UNAVAILABLE],
     [MSR.IA32_MTRR_FIX64K_00000, fixed(MEM_TYPE.WB)],
     [MSR.IA32_MTRR_FIX16K_80000, fixed(MEM_TYPE.WB)],
