@@ -34,7 +34,7 @@ function tsbConfig(rom: string, cpus: number): string {
 }
 
 const qemuArgs = (rom: string, cpus: number) => [
-  "qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host", "-smp", String(cpus), "-m", MEM, "-bios", rom,
+  "qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host,-arch-capabilities", "-smp", String(cpus), "-m", MEM, "-bios", rom,
   "-display", "none", "-nodefaults", "-no-user-config", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=1",
 ];
 const tsbArgs = (rom: string, cpus: number) => [bin, tsbConfig(rom, cpus)];
