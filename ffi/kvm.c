@@ -603,6 +603,24 @@ int32_t tsb_vcpu_set_runnable(int32_t h, int32_t id, int32_t runnable)
 	return neg(ioctl(v->fd, KVM_SET_MP_STATE, &s));
 }
 
+int32_t tsb_vcpu_stopped(int32_t h, int32_t id)
+{
+	struct vcpu *v = get_vcpu(h, id);
+	if (!v)
+		return -EBADF;
+	struct kvm_mp_state s;
+	if (ioctl(v->fd, KVM_GET_MP_STATE, &s) < 0)
+		return -errno;
+	if (s.mp_state == KVM_MP_STATE_UNINITIALIZED || s.mp_state == KVM_MP_STATE_INIT_RECEIVED)
+		return 1; /* never started (or parked by INIT): waits for a SIPI */
+	if (s.mp_state != KVM_MP_STATE_HALTED)
+		return 0;
+	struct kvm_regs r;
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0)
+		return -errno;
+	return (r.rflags & (1u << 9)) ? 0 : 1; /* halted with interrupts disabled */
+}
+
 int32_t tsb_irq_line(int32_t h, int32_t gsi, int32_t level)
 {
 	struct vm *vm = get_vm(h);

@@ -118,6 +118,9 @@ int32_t tsb_vcpu_set_cpuid(int32_t vm, int32_t id, const struct tsb_cpuid_entry 
 int32_t tsb_vcpu_set_msrs(int32_t vm, int32_t id, const uint32_t *idx, const uint64_t *val, int32_t n);
 int32_t tsb_vcpu_get_msrs(int32_t vm, int32_t id, const uint32_t *idx, uint64_t *val, int32_t n);
 int32_t tsb_vcpu_set_runnable(int32_t vm, int32_t id, int32_t runnable); /* AP wait-for-SIPI vs running */
+/* 1 if the vCPU is stopped for good — halted with interrupts disabled, or never started (waiting for
+ * INIT/SIPI) — else 0. Call on the vCPU's own thread between runs (e.g. after a kick). */
+int32_t tsb_vcpu_stopped(int32_t vm, int32_t id);
 int32_t tsb_supported_cpuid(int32_t vm, struct tsb_cpuid_entry *out, int32_t max);
 
 /* gsi 0-15: ISA IRQ n (PIC pin n and IOAPIC pin n; IRQ 0 is wired to IOAPIC pin 2, as the MADT says);

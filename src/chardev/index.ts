@@ -14,9 +14,16 @@
  *
  * Listening sockets (tcp, unix) serve ONE client at a time: a second client is accepted and closed
  * at once. With no client connected, output is dropped (as bhyve does).
+ *
+ * Never blocking: a vCPU thread writes guest output itself, so a write must not wait for a slow
+ * terminal or a stalled pipe reader. Sockets are sent with MSG_DONTWAIT; the pty master and a device
+ * are opened O_NONBLOCK here; regular files never block; and for stdio we open a private file
+ * description of our fd 0/1 through /proc/self/fd (see `privateNonblocking`) and make THAT
+ * non-blocking, which cannot change the shell's terminal or pipe. A write then takes what fits (a
+ * partial count) or fails with EAGAIN, whatever its size.
  */
 import { constants as osConstants } from "node:os";
-import { closeSync, constants as fsConstants, lstatSync, openSync, unlinkSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, unlinkSync } from "node:fs";
 import type { ChardevSpec } from "../config/types.ts";
 import { host, POLLERR, POLLHUP, POLLIN } from "../vmm/index.ts";
 
@@ -26,6 +33,8 @@ export const POLLNVAL = 32;
 const E = osConstants.errno;
 /** Linux O_CLOEXEC (node:fs does not export it). */
 const O_CLOEXEC = 0o2000000;
+/** Linux PIPE_BUF: a pipe that polls writable takes a write of at most this many bytes at once. */
+export const PIPE_BUF = 4096;
 
 export type ChardevKind = ChardevSpec["kind"];
 
@@ -49,6 +58,12 @@ export interface ChardevHandle {
   readonly rawTtys: readonly number[];
   /** fds this handle owns (closeChardev closes them; stdio's 0/1 are never closed). */
   readonly owned: readonly number[];
+  /**
+   * outFd is a pipe or terminal in blocking mode (stdio when no private description could be opened):
+   * writes are cut to PIPE_BUF bytes so that the shim's poll-for-POLLOUT-then-write cannot block on
+   * a pipe.
+   */
+  readonly outBlocking?: boolean;
 }
 
 /**
@@ -78,11 +93,20 @@ export function openChardev(spec: ChardevSpec, name: string): ChardevHandle {
       return { ...base, kind: "null" };
     case "stdio": {
       const raw: number[] = [];
+      // Raw mode on the real terminal fd (termios belong to the terminal, not to a file description).
       if (host.isatty(0)) {
         host.ttyRaw(0, true);
         raw.push(0);
       }
-      return { ...base, kind: "stdio", inFd: 0, outFd: 1, rawTtys: raw };
+      const owned: number[] = [];
+      const inFd = privateNonblocking(0, fsConstants.O_RDONLY);
+      if (inFd >= 0) owned.push(inFd);
+      const outFd = privateNonblocking(1, fsConstants.O_WRONLY);
+      if (outFd >= 0) owned.push(outFd);
+      return {
+        ...base, kind: "stdio", inFd: inFd >= 0 ? inFd : 0, outFd: outFd >= 0 ? outFd : 1, rawTtys: raw, owned,
+        outBlocking: outFd < 0 && mayBlock(1),
+      };
     }
     case "file": {
       let fd: number;
@@ -124,7 +148,8 @@ export function openChardev(spec: ChardevSpec, name: string): ChardevHandle {
     case "device": {
       let fd: number;
       try {
-        // O_NONBLOCK: do not wait for carrier on open, and reads never block (our own file description).
+        // O_NONBLOCK: do not wait for carrier on open; reads and writes never block. This open is our
+        // own file description, so the flag touches no one else's use of the device.
         fd = openSync(spec.path, fsConstants.O_RDWR | fsConstants.O_NOCTTY | fsConstants.O_NONBLOCK | O_CLOEXEC);
       } catch (err) {
         throw new ChardevError(`${name}: cannot open ${spec.path}: ${(err as Error).message}`);
@@ -136,6 +161,40 @@ export function openChardev(spec: ChardevSpec, name: string): ChardevHandle {
       }
       return { ...base, kind: "device", inFd: fd, outFd: fd, path: spec.path, rawTtys: raw, owned: [fd] };
     }
+  }
+}
+
+/** fd is a pipe/FIFO or character device (terminal...): the kinds a blocking write can wait on. */
+function mayBlock(fd: number): boolean {
+  try {
+    const st = fstatSync(fd);
+    return st.isFIFO() || st.isCharacterDevice();
+  } catch {
+    return false; // closed
+  }
+}
+
+/**
+ * A private, non-blocking open file description of our own `fd` (0 or 1), or -1 to use `fd` itself.
+ *
+ * Opening /proc/self/fd/N creates a NEW open file description of the same pipe or terminal (unlike
+ * dup, which shares the description and with it the O_NONBLOCK flag), so the flag set here is ours
+ * alone: the parent shell, and anything else sharing our fd 0/1, keeps its blocking fd.
+ *
+ * Only pipes and character devices are reopened. A regular file never blocks, and a reopen would
+ * start at offset 0 without the shell's O_APPEND (overwriting what came before); a socket cannot be
+ * opened through /proc, and is written with MSG_DONTWAIT anyway. When the open fails (no /proc, a
+ * FIFO with no reader left, a terminal we may not open) we fall back to `fd` itself, as before: reads
+ * are guarded by a zero-timeout poll and writes by the shim's poll for POLLOUT plus the PIPE_BUF cap
+ * (`outBlocking`). That keeps a pipe from blocking; a terminal in that fallback can still hold a
+ * write (e.g. output stopped with ^S), as it always could before.
+ */
+function privateNonblocking(fd: number, access: number): number {
+  if (!mayBlock(fd)) return -1;
+  try {
+    return openSync(`/proc/self/fd/${fd}`, access | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY | O_CLOEXEC);
+  } catch {
+    return -1;
   }
 }
 
@@ -195,13 +254,15 @@ export class Chardev {
 
   /**
    * Write without ever blocking. Returns the number of bytes taken (0 = no room now, try again when
-   * the fd is writable), or GONE when there is nowhere to write (no backend, no client, or the output
-   * failed: a socket client that went away is disconnected).
+   * the fd is writable; fewer than buf.length = the rest did not fit, likewise), or GONE when there is
+   * nowhere to write (no backend, no client, or the output failed: a socket client that went away is
+   * disconnected).
    */
   write(buf: Uint8Array): number {
     const fd = this.outFd();
     if (fd < 0) return GONE;
     if (buf.length === 0) return 0;
+    if (this.handle.outBlocking && buf.length > PIPE_BUF) buf = buf.subarray(0, PIPE_BUF);
     for (;;) {
       const r = host.writeNb(fd, buf);
       if (r >= 0) return r;

@@ -1,9 +1,10 @@
 /**
  * The device model interface. A device is constructed identically in every thread (main, each vCPU
  * Worker, each I/O Worker) from the resolved config; its state lives in a shared StateBlock, so the
- * thread that traps runs it. Constructors must have no side effects outside the state block: host
- * resources (files, sockets, ptys) are opened once on the main thread during `prepare` and reach the
- * devices as fd numbers (fds are process-wide).
+ * thread that traps runs it. Constructors must have no side effects, not even on the state block (a
+ * Worker constructs its copy while others may already run the device): host resources (files,
+ * sockets, ptys) are opened once on the main thread during `prepare` and reach the devices as fd
+ * numbers (fds are process-wide); power-on values are written by `powerOn()` (see below), once.
  */
 import type { GuestMemory } from "../mem/guest-memory.ts";
 import type { StateArena } from "./state.ts";
@@ -28,6 +29,15 @@ export interface Device {
   readonly lock?: { acquire(): void; release(): void };
   /** fds this device wants watched by an I/O Worker, with the handler to run (lock not held). */
   pollSources?(): PollSource[];
+  /**
+   * Write the power-on (reset) values into the state block. Called exactly once on the main thread
+   * after the machine is built and before any Worker starts (`powerOnMachine`), with the device lock
+   * held; later also by device reset. It must set every field, not only those whose power-on value is
+   * non-zero, so that it restores the power-on state from any state. It must not call the Platform
+   * (no interrupt line is driven at power-on: lines start low). A device without it powers on with
+   * its state block all zero (a fresh buffer).
+   */
+  powerOn?(): void;
 }
 
 export interface PollSource {

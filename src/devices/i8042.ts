@@ -15,8 +15,8 @@
  * models). IRQ1 is edge-triggered at the PIC: it is pulsed (1 then 0) on every rising edge of
  * "output buffer full AND command byte bit 0 (INT)", including each refill from the FIFO.
  *
- * Power-on values of fields that are not zero are stored XOR their power-on value so the all-zero
- * state block is the power-on state (constructors never write shared state).
+ * Power-on state (powerOn): command byte 0x65, output port 0x03, keyboard enabled in scancode set 2,
+ * everything else zero.
  */
 import type { Device, DeviceContext, Space } from "./device.ts";
 import { defineLayout } from "./state.ts";
@@ -100,20 +100,22 @@ const KBD_TEST_OK = 0x00;
 const AUX_TEST_ABSENT = 0x02;
 
 const FIFO_SIZE = 16;
+/** Scancode set of the keyboard at power-on and after F5/F6/FF restore its defaults. */
+const KBD_DEFAULT_SET = 2;
 
-export const i8042Layout = defineLayout("i8042", 1, {
-  /** Internal RAM (32 bytes); byte 0 is the command byte, stored XOR CMD_BYTE.RESET_VALUE. */
+export const i8042Layout = defineLayout("i8042", 2, {
+  /** Internal RAM (32 bytes); byte 0 is the command byte. */
   ram: { type: "u8", count: 32 },
-  /** Output port XOR OUT_PORT.RESET_VALUE. */
-  outPortX: "u8",
+  /** Output port (0xD0/0xD1). */
+  outPort: "u8",
   /** Controller command awaiting its data byte at 0x60 (0 = none). */
   pendingCmd: "u8",
   /** Keyboard command awaiting its parameter byte (0 = none). */
   kbdPending: "u8",
-  /** Keyboard scanning enabled XOR 1. */
-  kbdDisabled: "u8",
-  /** Keyboard scancode set XOR 2. */
-  scanSetX: "u8",
+  /** Keyboard scanning enabled (1) or disabled by F5 (0). */
+  kbdEnabled: "u8",
+  /** Keyboard scancode set (1-3). */
+  scanSet: "u8",
   /** Last byte the keyboard sent (for RESEND). */
   kbdLast: "u8",
   /** 1 if the last write went to 0x64. */
@@ -136,9 +138,8 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
   const { s, lock } = ctx.arena.alloc(i8042Layout);
   const { platform } = ctx;
 
-  const cmdByte = (): number => s.ram[0]! ^ CMD_BYTE.RESET_VALUE;
-  const setCmdByte = (v: number): void => { s.ram[0] = (v & 0xff) ^ CMD_BYTE.RESET_VALUE; };
-  const outPort = (): number => s.outPortX ^ OUT_PORT.RESET_VALUE;
+  const cmdByte = (): number => s.ram[0]!;
+  const setCmdByte = (v: number): void => { s.ram[0] = v & 0xff; };
 
   const updateIrq = (): void => {
     const level = s.count > 0 && (cmdByte() & CMD_BYTE.INT) !== 0 ? 1 : 0;
@@ -193,7 +194,7 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
       case CTRL_CMD.KBD_TEST: push(KBD_TEST_OK); return;
       case CTRL_CMD.KBD_DISABLE: setCmdByte(cmdByte() | CMD_BYTE.KBD_DIS); return;
       case CTRL_CMD.KBD_ENABLE: setCmdByte(cmdByte() & ~CMD_BYTE.KBD_DIS); return;
-      case CTRL_CMD.READ_OUT: push(outPort()); return;
+      case CTRL_CMD.READ_OUT: push(s.outPort); return;
       case CTRL_CMD.WRITE_OUT:
       case CTRL_CMD.WRITE_KBD_OB:
       case CTRL_CMD.WRITE_AUX_OB:
@@ -214,7 +215,7 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
     }
     switch (c) {
       case CTRL_CMD.WRITE_OUT:
-        s.outPortX = v ^ OUT_PORT.RESET_VALUE;
+        s.outPort = v;
         if ((v & OUT_PORT.RESET_N) === 0) reset("reset via i8042");
         return;
       case CTRL_CMD.WRITE_KBD_OB: push(v); return;
@@ -227,8 +228,8 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
     if (param) {
       s.kbdPending = 0;
       if (param === KBD.SCANCODE_SET) {
-        if (v === 0) { kbdSend(KBD.ACK, s.scanSetX ^ 2); return; }
-        if (v >= 1 && v <= 3) s.scanSetX = v ^ 2;
+        if (v === 0) { kbdSend(KBD.ACK, s.scanSet); return; }
+        if (v >= 1 && v <= 3) s.scanSet = v;
       }
       kbdSend(KBD.ACK);
       return;
@@ -244,12 +245,12 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
       case KBD.GET_ID:
         kbdSend(KBD.ACK, KBD.ID_1, cmdByte() & CMD_BYTE.XLATE ? KBD.ID_2_XLATE : KBD.ID_2_RAW);
         return;
-      case KBD.ENABLE: s.kbdDisabled = 0; kbdSend(KBD.ACK); return;
-      case KBD.DISABLE: s.kbdDisabled = 1; s.scanSetX = 0; kbdSend(KBD.ACK); return;
-      case KBD.SET_DEFAULT: s.scanSetX = 0; kbdSend(KBD.ACK); return;
+      case KBD.ENABLE: s.kbdEnabled = 1; kbdSend(KBD.ACK); return;
+      case KBD.DISABLE: s.kbdEnabled = 0; s.scanSet = KBD_DEFAULT_SET; kbdSend(KBD.ACK); return;
+      case KBD.SET_DEFAULT: s.scanSet = KBD_DEFAULT_SET; kbdSend(KBD.ACK); return;
       case KBD.RESEND: push(s.kbdLast); return;
       case KBD.RESET:
-        s.kbdDisabled = 0; s.scanSetX = 0;
+        s.kbdEnabled = 1; s.scanSet = KBD_DEFAULT_SET;
         kbdSend(KBD.ACK, KBD.BAT_OK);
         return;
       default:
@@ -283,6 +284,22 @@ export function createI8042(ctx: DeviceContext, _opts: Record<string, never> = {
         if (c) controllerData(c, v); else keyboardByte(v);
       }
       updateIrq();
+    },
+    powerOn() {
+      s.ram.fill(0);
+      s.ram[0] = CMD_BYTE.RESET_VALUE;
+      s.outPort = OUT_PORT.RESET_VALUE;
+      s.pendingCmd = 0;
+      s.kbdPending = 0;
+      s.kbdEnabled = 1;
+      s.scanSet = KBD_DEFAULT_SET;
+      s.kbdLast = 0;
+      s.a2 = 0;
+      s.lastData = 0;
+      s.irqLevel = 0;
+      s.fifo.fill(0);
+      s.head = 0;
+      s.count = 0;
     },
     pending() {
       return lock.with(() => Array.from({ length: s.count }, (_, i) => s.fifo[(s.head + i) % FIFO_SIZE]!));

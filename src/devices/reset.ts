@@ -18,9 +18,7 @@
  *   bit 1  A20 gate: read back only — the guest always runs with A20 enabled (no address wrap)
  *   bits 7:2 stored and read back (activity LED, password lock: no function here)
  *
- * Power-on value of port 0x92 is 0x02 (A20 enabled). State fields whose power-on value is not zero
- * are stored XOR their power-on value, so an all-zero state block is the power-on state and a
- * constructor never has to write the shared block (devices are constructed in every thread).
+ * Power-on state (powerOn): 0xCF9 reads 0, port 0x92 reads 0x02 (A20 enabled).
  */
 import type { Device, DeviceContext, Space } from "./device.ts";
 import { defineLayout } from "./state.ts";
@@ -46,10 +44,11 @@ export const PORT_A = {
   RESET_VALUE: 0x02,
 } as const;
 
-export const resetLayout = defineLayout("reset", 1, {
+export const resetLayout = defineLayout("reset", 2, {
+  /** 0xCF9: the stored bits (SYS_RST, FULL_RST). */
   rstCnt: "u8",
-  /** Port 0x92 value XOR PORT_A.RESET_VALUE. */
-  portAx: "u8",
+  /** Port 0x92 as last written. */
+  portA: "u8",
 });
 
 export function createReset(ctx: DeviceContext, _opts: Record<string, never> = {}): Device {
@@ -64,7 +63,7 @@ export function createReset(ctx: DeviceContext, _opts: Record<string, never> = {
     ranges,
     lock,
     read(_space, base) {
-      return base === RESET_PORTS.RST_CNT ? s.rstCnt : s.portAx ^ PORT_A.RESET_VALUE;
+      return base === RESET_PORTS.RST_CNT ? s.rstCnt : s.portA;
     },
     write(_space, base, _offset, _size, value) {
       const v = value & 0xff;
@@ -73,9 +72,13 @@ export function createReset(ctx: DeviceContext, _opts: Record<string, never> = {
         if (v & RST_CNT.RST_CPU) platform.requestExit(0, "reset via 0xCF9");
         return;
       }
-      const old = s.portAx ^ PORT_A.RESET_VALUE;
-      s.portAx = v ^ PORT_A.RESET_VALUE;
+      const old = s.portA;
+      s.portA = v;
       if (v & PORT_A.FAST_RESET && !(old & PORT_A.FAST_RESET)) platform.requestExit(0, "reset via port 0x92");
+    },
+    powerOn() {
+      s.rstCnt = 0;
+      s.portA = PORT_A.RESET_VALUE;
     },
   };
 }

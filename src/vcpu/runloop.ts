@@ -71,11 +71,26 @@ function fatal(c: VcpuContext, what: string): number {
   return stop(c, ExitCode.ERROR, `vcpu ${c.index}: ${what} (detail 0x${e.getBigUint64(EXIT.detail, true).toString(16)})${regs}`);
 }
 
+/**
+ * After a kick (the main thread kicks every vCPU once a second): is this vCPU stopped for good? When
+ * every vCPU is — halted with interrupts disabled, or never started — the guest has halted: bhyve's
+ * exit 2. (With the kernel's LAPIC a HLT never reaches userspace, so this is how halts are seen.)
+ */
+function kicked(c: VcpuContext): number {
+  const slot = Ctrl.VCPU_STOPPED + c.index;
+  const stopped = c.vcpu.stopped() ? 1 : 0;
+  Atomics.store(c.ctrl, slot, stopped);
+  if (!stopped) return CONTINUE;
+  const n = Atomics.load(c.ctrl, Ctrl.CPUS);
+  for (let i = 0; i < n; i++) if (Atomics.load(c.ctrl, Ctrl.VCPU_STOPPED + i) !== 1) return CONTINUE;
+  return stop(c, ExitCode.HALT, "every vCPU halted with interrupts disabled");
+}
+
 /** Exit dispatch table, indexed by ExitReason. */
 export const EXIT_HANDLERS: Record<number, (c: VcpuContext) => number> = {
   [ExitReason.IO]: pio,
   [ExitReason.MMIO]: mmio,
-  [ExitReason.INTR]: () => CONTINUE,
+  [ExitReason.INTR]: kicked,
   [ExitReason.DEBUG]: () => CONTINUE,
   [ExitReason.NONE]: () => CONTINUE,
   // Without an in-kernel LAPIC a HLT reaches us; bhyve treats a halted vCPU with interrupts off as halt.
@@ -104,6 +119,8 @@ export function runVcpu(c: VcpuContext, onFirstEntry?: () => void): number {
       out = stop(c, ExitCode.ERROR, `vcpu ${c.index}: device error: ${(err as Error).stack ?? err}`);
     }
     if (out !== CONTINUE) break;
+    // any exit but a kick means the vCPU ran: it is not stopped
+    if (r !== ExitReason.INTR && ctrl[Ctrl.VCPU_STOPPED + c.index] !== 0) Atomics.store(ctrl, Ctrl.VCPU_STOPPED + c.index, 0);
   }
   return Number(c.exit.getBigUint64(EXIT.exits, true));
 }

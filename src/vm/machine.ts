@@ -33,6 +33,20 @@ export interface MachineInput {
   role: ThreadRole;
 }
 
+/**
+ * Put every device in its power-on state: each device's powerOn() under its lock, in table order.
+ * Main thread only, once, after buildMachine and before any Worker starts (constructors never write
+ * shared state, so until this runs the state blocks are all zero).
+ */
+export function powerOnMachine(m: Pick<Machine, "devices">): void {
+  for (const d of m.devices) {
+    if (!d.powerOn) continue;
+    if (!d.lock) { d.powerOn(); continue; }
+    d.lock.acquire();
+    try { d.powerOn(); } finally { d.lock.release(); }
+  }
+}
+
 export function buildMachine(inp: MachineInput): Machine {
   const arena = new StateArena(inp.state);
   const { cfg, platform, prepared } = inp;

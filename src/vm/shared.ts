@@ -31,7 +31,10 @@ export const Ctrl = {
   EXIT_CODE: 1,
   FIRST_RUN_US: 2, // µs after t0 at which the first vCPU entered the guest (0 = not yet)
   STOPPED: 3,      // number of vCPU Workers that left their loop
-  SLOTS: 8,
+  CPUS: 4,         // number of vCPUs
+  /** base of one slot per vCPU: 1 while that vCPU is stopped for good (halted, interrupts off) */
+  VCPU_STOPPED: 8,
+  SLOTS: 8 + 256,
 } as const;
 export const RunState = { RUNNING: 0, STOPPING: 1 } as const;
 

@@ -8,7 +8,7 @@
 import type { VmConfig } from "../config/types.ts";
 import { available, Cap, createVm, host, type VmHandle } from "../vmm/index.ts";
 import { loadGuest, setupVcpus } from "./boot.ts";
-import { buildMachine, STATE_BYTES, type Machine } from "./machine.ts";
+import { buildMachine, powerOnMachine, STATE_BYTES, type Machine } from "./machine.ts";
 import { setupMemory, viewMemory } from "./memory.ts";
 import { makePlatform } from "./platform.ts";
 import { prepare, release, type Prepared } from "./prepare.ts";
@@ -63,6 +63,7 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     const state = new SharedArrayBuffer(STATE_BYTES);
     const ctrlBuf = new SharedArrayBuffer(Ctrl.SLOTS * 4);
     const ctrl = new Int32Array(ctrlBuf);
+    ctrl[Ctrl.CPUS] = cfg.cpus;
     const ioWakeFd = host.eventfd();
 
     let resolveExit!: (v: { code: number; reason: string }) => void;
@@ -87,6 +88,7 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     };
     const platform = makePlatform({ vm, ctrl, cpus: cfg.cpus, ioWakeFd, post: onMsg });
     const machine = buildMachine({ cfg, mem, state, platform, prepared, role: "main" });
+    powerOnMachine(machine);
 
     setupVcpus(vm, cfg);
     await loadGuest(vm, cfg, mem, log);
@@ -102,8 +104,11 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     spawn(IO_WORKER, init, "io");
     for (let i = 0; i < cfg.cpus; i++) spawn(VCPU_WORKER, { ...init, vcpu: i }, `vcpu ${i}`);
 
+    // Halt detection: a kick a second lets each vCPU look at its own state (see runloop.ts kicked()).
+    const haltWatch = setInterval(() => { for (let i = 0; i < cfg.cpus; i++) vm.vcpu(i).kick(); }, 1000);
     opts.onStart?.({ stop: (code, reason) => platform.requestExit(code, reason), machine, vm });
     const result = await exited;
+    clearInterval(haltWatch);
 
     // Stop: STOPPING is already set by requestExit; keep kicking until every Worker has left.
     const kicker = setInterval(() => {

@@ -36,6 +36,7 @@ const symbols = {
   tsb_vcpu_set_msrs: { args: [i32, i32, ptr, ptr, i32], returns: i32 },
   tsb_vcpu_get_msrs: { args: [i32, i32, ptr, ptr, i32], returns: i32 },
   tsb_vcpu_set_runnable: { args: [i32, i32, i32], returns: i32 },
+  tsb_vcpu_stopped: { args: [i32, i32], returns: i32 },
   tsb_supported_cpuid: { args: [i32, ptr, i32], returns: i32 },
   tsb_irq_line: { args: [i32, i32, i32], returns: i32 },
   tsb_msi: { args: [i32, u64, u32], returns: i32 },

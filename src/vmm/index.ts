@@ -101,6 +101,8 @@ export class VcpuHandle {
   /** Enter the guest; returns an ExitReason (details on the exit page). */
   run(): number { return this.s.tsb_vcpu_run(this.vmId, this.index); }
   kick(): void { this.s.tsb_vcpu_kick(this.vmId, this.index); }
+  /** Halted with interrupts disabled, or never started. Call on this vCPU's thread between runs. */
+  stopped(): boolean { return check("mp state", this.s.tsb_vcpu_stopped(this.vmId, this.index)) === 1; }
   setRunnable(runnable: boolean): void { check("set mp state", this.s.tsb_vcpu_set_runnable(this.vmId, this.index, runnable ? 1 : 0)); }
 
   getRegs(): Regs {

@@ -1,8 +1,9 @@
 /**
  * The nested (tier 3) harness: boot an L1 Linux under QEMU TCG with emulated SVM/NPT, run a shell job
  * inside it (chrooted into the host's own root, shared over 9p), and collect the results from the serial
- * console. See shared/design/testing.md for why; see l1-init.ts for the line protocol and the filesystem
- * the job sees.
+ * console. See shared/design/testing.md for why; see src/guest/nested/l1-init.ts for the line protocol and
+ * the filesystem the job sees. Booting L1 (assets, QEMU command line, /init) is src/guest/nested/, shared
+ * with `tsbhyve demo`; this file adds batch jobs: watchdogs, retries, result parsing.
  *
  *   const r = await runNested({ script: `tsb_check bun-version "$TSB_BUN" --version` });
  *   expect(r.results.get("bun-version")?.status).toBe("pass");
@@ -17,17 +18,14 @@
  * retried (HANG_RETRIES, default once) and the retry is reported in NestedResult.retries. Crashes and
  * failing checks are not retried.
  */
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync, mkdirSync } from "node:fs";
+import { rmSync, writeFileSync, readFileSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
-import type { Subprocess } from "bun";
-import { fetchDebianKernel } from "../../src/guest/debian.ts";
-import { extractVmlinux } from "../../src/guest/vmlinux.ts";
-import { buildInitramfsFile } from "../../src/guest/initramfs.ts";
-import {
-  HANG_RETRIES, JOB_ROOT, L1_CMDLINE, L1_MEM_MIB, L1_MODULES, L1_SMP, QEMU, REPO_ROOT, TIMEOUTS, TSBHYVE_BINARY, realBun,
-} from "./constants.ts";
-import { CMDLINE_KEYS, L1_INIT, MARK, jobPrelude } from "./l1-init.ts";
+import { makeJobDir, prepareL1, requireQemu as requireQemuCore, spawnL1, type L1Assets } from "../../src/guest/nested/run.ts";
+import { HANG_RETRIES, REPO_ROOT, TIMEOUTS, TSBHYVE_BINARY, realBun } from "./constants.ts";
+import { MARK, jobPrelude } from "./l1-init.ts";
+
+export { prepareL1, type L1Assets };
 
 export interface NestedJob {
   /** Shell script run in L1 (chroot into the host root). Print results with tsb_result / tsb_check. */
@@ -100,79 +98,11 @@ export interface NestedResult {
   jobDir: string;
 }
 
-// ---------------------------------------------------------------- L1 assets
-
-export interface L1Assets {
-  vmlinux: string;
-  initrd: string;
-  kernelRelease: string;
-}
-
-const assetMemo = new Map<string, Promise<L1Assets>>();
-
-/** Kernel (uncompressed vmlinux, for PVH) and initramfs for L1; cached on disk and per process. */
-export function prepareL1(extraModules: string[] = []): Promise<L1Assets> {
-  const mods = [...L1_MODULES, ...extraModules];
-  const key = mods.join(",");
-  let p = assetMemo.get(key);
-  if (!p) {
-    p = (async () => {
-      const kernel = await fetchDebianKernel();
-      const [vmlinux, initrd] = await Promise.all([
-        extractVmlinux(kernel.vmlinuz),
-        // Uncompressed: nothing for the emulated CPU to inflate.
-        buildInitramfsFile({ init: L1_INIT, modules: mods, compress: "none", kernel }),
-      ]);
-      return { vmlinux, initrd, kernelRelease: kernel.release };
-    })();
-    p.catch(() => assetMemo.delete(key));
-    assetMemo.set(key, p);
-  }
-  return p;
-}
-
-// ---------------------------------------------------------------- QEMU lifetime
-
-const live = new Set<Subprocess>();
-process.on("exit", () => {
-  for (const p of live) p.kill(9);
-});
+// ---------------------------------------------------------------- QEMU
 
 /** Fails loudly (throws) when QEMU is missing: nested tests must never silently skip. */
 export function requireQemu(): string {
-  const path = Bun.which(QEMU);
-  if (!path) {
-    throw new Error(`${QEMU} not found: install qemu-system-x86 (apt-get install qemu-system-x86) to run nested tests`);
-  }
-  return path;
-}
-
-function qemuArgs(a: L1Assets, job: NestedJob, jobDir: string, nonce: string, jobTimeoutSec: number): string[] {
-  const append = [
-    L1_CMDLINE,
-    `${CMDLINE_KEYS.jobDir}=${jobDir}`,
-    `${CMDLINE_KEYS.timeout}=${jobTimeoutSec}`,
-    `${CMDLINE_KEYS.nonce}=${nonce}`,
-  ].join(" ");
-  return [
-    "-accel", "tcg,thread=multi",
-    "-cpu", "max",
-    "-smp", String(job.smp ?? L1_SMP),
-    "-m", `${job.memMiB ?? L1_MEM_MIB}M`,
-    "-M", "pc",
-    "-kernel", a.vmlinux,
-    "-initrd", a.initrd,
-    "-append", append,
-    "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-    "-virtfs", `local,path=${jobDir},mount_tag=tsbjob,security_model=none,multidevs=remap`,
-    "-display", "none",
-    "-serial", "stdio",
-    "-monitor", "none",
-    "-nodefaults",
-    "-no-user-config",
-    "-no-reboot",
-    ...(job.qemuArgs ?? []),
-  ];
+  return requireQemuCore("run nested tests");
 }
 
 interface Attempt {
@@ -185,6 +115,9 @@ interface Attempt {
   ms: number;
 }
 
+/** L1 console lines that mean an L1 CPU is wedged (soft lockup, RCU stall, hung task). */
+export const L1_STALL = /watchdog: BUG: soft lockup|rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls|blocked for more than \d+ seconds/;
+
 async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Attempt> {
   const timeoutMs = job.timeoutMs ?? TIMEOUTS.attemptMs;
   const idleMs = job.idleTimeoutMs ?? TIMEOUTS.idleMs;
@@ -194,12 +127,14 @@ async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Att
   const exitRe = new RegExp(`${MARK.exit}-${nonce} (\\d+)`);
 
   const t0 = performance.now();
-  const proc = Bun.spawn([QEMU, ...qemuArgs(a, job, jobDir, nonce, jobTimeoutSec)], {
-    stdin: "pipe", // kept open and unused: the serial port's input
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  live.add(proc);
+  const proc = spawnL1(
+    { assets: a, jobDir, mode: "batch", jobTimeoutSec, nonce, memMiB: job.memMiB, smp: job.smp, serial: "stdio", extraArgs: job.qemuArgs },
+    {
+      stdin: "pipe", // kept open and unused: the serial port's input
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
 
   let log = "";
   let partial = "";
@@ -211,6 +146,12 @@ async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Att
 
   const onLine = (raw: string) => {
     const line = raw.replace(/\r$/, "");
+    // The emulated SVM under TCG occasionally wedges an L1 CPU (testing.md: ~1 run in 33). The L1 kernel
+    // says so long before any timeout; treat it as a hang and retry at once.
+    if (!hung && L1_STALL.test(line)) {
+      hung = `L1 kernel stall: ${line.trim().slice(0, 160)}`;
+      proc.kill(9);
+    }
     if (echo) process.stderr.write(`[L1${job.name ? ` ${job.name}` : ""}] ${line}\n`);
     job.onLine?.(line);
     if (started === null && line.includes(MARK.start)) started = performance.now();
@@ -250,7 +191,6 @@ async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Att
 
   const code = await proc.exited;
   clearInterval(watchdog);
-  live.delete(proc);
   await pump;
   const stderr = (await errText).trim();
   if (stderr) log += `\n[qemu stderr] ${stderr}\n`;
@@ -299,7 +239,7 @@ export async function runNested(job: NestedJob): Promise<NestedResult> {
   requireQemu();
   const assets = await prepareL1(job.extraModules ?? []);
 
-  const jobDir = mkdtempSync(join(JOB_ROOT, `tsb-nested-${(job.name ?? "job").replace(/[^\w.-]/g, "_")}-`));
+  const jobDir = makeJobDir(job.name ?? "job");
   const env: Record<string, string> = {
     TSB_JOB_DIR: jobDir,
     TSB_OUT: join(jobDir, "out"),

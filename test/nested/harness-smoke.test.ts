@@ -55,5 +55,5 @@ test(
     expect(r.ok, why).toBe(true);
     await Bun.$`rm -rf ${r.jobDir}`.quiet();
   },
-  240_000,
+  480_000,
 );

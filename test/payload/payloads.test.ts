@@ -4,6 +4,7 @@
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { buildPayload, expectedMemsum, SMP_ITERS_DEFAULT } from "../payloads/build.ts";
+import { readFileSync } from "node:fs";
 import { requireKvm, romConfig, runTsb } from "./tsb.ts";
 
 beforeAll(() => requireKvm());
@@ -13,10 +14,39 @@ const lines = (s: string) => s.split(/\r?\n/).map((l) => l.trim()).filter(Boolea
 const DONE_OK = 1;
 
 describe("boot ROM payloads on /dev/kvm", () => {
-  test("hello: real-mode code at the reset vector prints on COM1", async () => {
-    const r = await runTsb({ toml: romConfig(await buildPayload("hello")), until: "hello from tsbhyve payload" });
+  test("hello: reset vector runs, COM1 prints, cli;hlt halts → exit 2; threads 'vcpu N'; 16 GiB RAM costs no host RAM", async () => {
+    const toml = romConfig(await buildPayload("hello"), "", 2).replace('size = "128M"', 'size = "16G"');
+    let threads: string[] = [];
+    let rssKiB = Infinity;
+    const r = await runTsb({
+      toml, timeoutMs: 30_000,
+      onOutput: {
+        text: "hello from tsbhyve payload",
+        run: async (pid) => {
+          const { readdirSync } = await import("node:fs");
+          threads = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
+          rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+        },
+      },
+    });
     expect(r.timedOut).toBe(false);
     expect(lines(r.com1)).toContain("hello from tsbhyve payload");
+    expect(r.code).toBe(2); // bhyve's halt: the BSP halted with interrupts off, the AP never started
+    expect(r.stderr).toContain("every vCPU halted with interrupts disabled");
+    expect(threads).toContain("vcpu 0");
+    expect(threads).toContain("vcpu 1");
+    expect(rssKiB).toBeLessThan(400 * 1024); // demand-paged: 16 GiB of guest RAM, a few MiB touched
+  });
+
+  test("memory.wired locks guest RAM (VmLck covers it)", async () => {
+    const toml = romConfig(await buildPayload("hello")).replace("[memory]\n", "[memory]\nwired = true\n");
+    let lockedKiB = 0;
+    const r = await runTsb({
+      toml, timeoutMs: 30_000,
+      onOutput: { text: "hello from tsbhyve payload", run: (pid) => { lockedKiB = Number(/VmLck:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]); } },
+    });
+    expect(r.code).toBe(2);
+    expect(lockedKiB).toBeGreaterThanOrEqual(128 * 1024);
   });
 
   test("ports: unassigned ports read all-ones, UART registers round-trip", async () => {

@@ -24,6 +24,8 @@ export async function runTsb(opts: {
   stdinAfter?: string;
   /** stop early once COM1 contains this (SIGTERM, then SIGKILL) */
   until?: string;
+  /** called once COM1 contains this text, with the tsbhyve process id (to inspect it while it runs) */
+  onOutput?: { text: string; run: (pid: number) => void | Promise<void> };
 }): Promise<TsbRun> {
   const dir = mkdtempSync(join(tmpdir(), "tsb-payload-"));
   const com1 = join(dir, "com1.out");
@@ -50,6 +52,16 @@ export async function runTsb(opts: {
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; p.kill("SIGKILL"); }, opts.timeoutMs ?? 20_000);
   let poll: ReturnType<typeof setInterval> | undefined;
+  let inspected: Promise<void> = Promise.resolve();
+  if (opts.onOutput) {
+    const w = setInterval(() => {
+      if (existsSync(com1) && readFileSync(com1, "latin1").includes(opts.onOutput!.text)) {
+        clearInterval(w);
+        inspected = Promise.resolve(opts.onOutput!.run(p.pid));
+      }
+    }, 20);
+    p.exited.then(() => clearInterval(w));
+  }
   if (opts.until) {
     poll = setInterval(() => {
       if (existsSync(com1) && readFileSync(com1, "latin1").includes(opts.until!)) { clearInterval(poll); p.kill("SIGKILL"); }
@@ -58,6 +70,7 @@ export async function runTsb(opts: {
   const [, stderr] = await Promise.all([stdoutDone, new Response(p.stderr).text()]);
   const stdout = stdoutText;
   const code = await p.exited;
+  await inspected;
   clearTimeout(timer);
   if (poll) clearInterval(poll);
   return { code, stdout, stderr, com1: existsSync(com1) ? readFileSync(com1, "latin1") : "", ms: performance.now() - t0, timedOut };

@@ -44,6 +44,8 @@ function quietly<T>(fn: () => T): { value: T; stderr: string } {
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const isOpen = (fd: number) => { try { fstatSync(fd); return true; } catch { return false; } };
+/** An fd's open-file-description flags (O_*), from /proc/self/fdinfo. */
+const fdFlags = (fd: number) => parseInt(/^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))![1]!, 8);
 
 function readAll(fd: number, want: number, tries = 200): string {
   const b = Buffer.alloc(4096);
@@ -97,13 +99,28 @@ describe("openChardev", () => {
     expect(cd.connected).toBe(true);
   });
 
-  test("stdio: fds 0 and 1, raw mode only for a terminal, never closed", () => {
+  test("stdio: private non-blocking descriptions of pipes/ttys, raw mode on fd 0, 0/1 never closed", () => {
+    const flags1 = fdFlags(1), flags0 = fdFlags(0);
     const h = openChardev({ kind: "stdio" }, "com1");
-    expect([h.inFd, h.outFd]).toEqual([0, 1]);
     expect(h.rawTtys).toEqual(host.isatty(0) ? [0] : []);
-    expect(h.owned).toEqual([]);
+    for (const [fd, std] of [[h.inFd, 0], [h.outFd, 1]] as const) {
+      const st = fstatSync(std);
+      if (st.isFIFO() || st.isCharacterDevice()) {
+        // reopened through /proc/self/fd: our own fd, non-blocking, owned
+        expect(fd).not.toBe(std);
+        expect(fdFlags(fd) & fsc.O_NONBLOCK).toBe(fsc.O_NONBLOCK);
+        expect(h.owned).toContain(fd);
+      } else {
+        expect(fd).toBe(std); // a regular file or socket: used as it is
+      }
+    }
+    // the shell's own fds are untouched
+    expect(fdFlags(1)).toBe(flags1);
+    expect(fdFlags(0)).toBe(flags0);
+    expect(structuredClone(h)).toEqual(h);
     closeChardev(h);
     expect(isOpen(0) && isOpen(1)).toBe(true);
+    for (const fd of h.owned) expect(isOpen(fd)).toBe(false);
   });
 
   test("file: append-only output, no input, closed by closeChardev", () => {
@@ -285,4 +302,142 @@ describe("listening sockets", () => {
     for (let i = 0; i < 200 && !closed; i++) await Bun.sleep(2);
     expect(closed).toBe(true);
   });
+});
+
+/**
+ * A guest writing through a stdio chardev whose stdout is a pipe nobody reads: the write must come back
+ * at once with what fit (then 0 = EAGAIN), never block the (vCPU) thread, and once the reader drains,
+ * the rest must go through with no byte lost.
+ *
+ * It runs in a child process so its fd 1 can really be a pipe (Bun's own subprocess "pipes" are
+ * sockets): `child | { wait for GO; exec cat; }`, built by sh. The child opens the chardev exactly as
+ * the VM does (openChardev({kind: "stdio"})) and writes with Chardev.write, then, like the I/O Worker,
+ * waits for POLLOUT and writes the rest. The "fallback" mode uses fd 1 itself in blocking mode with the
+ * PIPE_BUF cap, as when /proc cannot be used.
+ */
+describe("stdio output to a stalled pipe", () => {
+  const CHILD = `
+    import { readFileSync, fstatSync, writeSync } from "node:fs";
+    import { Chardev, closeChardev, GONE, openChardev, PIPE_BUF } from ${JSON.stringify(new URL("../../src/chardev/index.ts", import.meta.url).href)};
+    import { host, POLLOUT } from ${JSON.stringify(new URL("../../src/vmm/index.ts", import.meta.url).href)};
+    const flags = (fd) => parseInt(/^flags:\\s*([0-7]+)$/m.exec(readFileSync("/proc/self/fdinfo/" + fd, "utf8"))[1], 8);
+    const report = (o) => writeSync(2, JSON.stringify(o) + "\\n");
+    const mode = process.argv[2];
+    const h = mode === "stdio" ? openChardev({ kind: "stdio" }, "com1")
+      : { kind: "stdio", name: "com1", inFd: -1, outFd: 1, listenFd: -1, rawTtys: [], owned: [], outBlocking: true };
+    const cd = new Chardev(h);
+    const total = 1 << 20;
+    const data = new Uint8Array(total);
+    for (let i = 0; i < total; i++) data[i] = (i * 131 + (i >>> 11)) & 0xff;
+    let off = 0;
+    const calls = [];
+    const t0 = performance.now();
+    for (let i = 0; i < 64 && off < total; i++) {
+      const n = cd.write(data.subarray(off));
+      calls.push(n);
+      if (n === GONE) break;
+      off += n;
+    }
+    report({ phase: "stalled", ms: performance.now() - t0, calls, off, fifo: fstatSync(1).isFIFO(),
+      outFd: h.outFd, owned: h.owned, outBlocking: !!h.outBlocking, flags1: flags(1), flagsOut: flags(h.outFd), pipeBuf: PIPE_BUF });
+    const pfd = Int32Array.of(h.outFd), ev = Int16Array.of(POLLOUT), rev = new Int16Array(1);
+    let writes = 0;
+    while (off < total) {
+      host.poll(pfd, ev, rev, 1000);
+      const n = cd.write(data.subarray(off));
+      if (n === GONE) { report({ phase: "gone", off }); process.exit(3); }
+      off += n;
+      writes++;
+    }
+    closeChardev(h);
+    report({ phase: "done", off, writes });
+  `;
+
+  /** What the child reports once its writes come back with the pipe full. */
+  interface Stalled {
+    ms: number; calls: number[]; off: number; fifo: boolean; outFd: number; owned: number[];
+    outBlocking: boolean; flags1: number; flagsOut: number; pipeBuf: number;
+  }
+
+  async function run(mode: "stdio" | "fallback") {
+    const dir = tmp();
+    const script = join(dir, "child.ts");
+    writeFileSync(script, CHILD);
+    const go = join(dir, "GO");
+    const proc = Bun.spawn(
+      ["sh", "-c", `"$0" "$1" "$2" | { while [ ! -e "$3" ]; do sleep 0.01; done; exec cat; }`, process.execPath, script, mode, go],
+      { stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: new URL("../..", import.meta.url).pathname },
+    );
+    const lines: Record<string, unknown>[] = [];
+    let errText = "";
+    const errDone = (async () => {
+      const dec = new TextDecoder();
+      for await (const chunk of proc.stderr) {
+        errText += dec.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = errText.indexOf("\n")) >= 0) {
+          const line = errText.slice(0, nl);
+          errText = errText.slice(nl + 1);
+          try { lines.push(JSON.parse(line)); } catch { lines.push({ text: line }); }
+        }
+      }
+    })();
+    // The stall report must come while nobody reads the pipe: a write that blocked would never send it.
+    const deadline = Date.now() + 10_000;
+    while (!lines.some((l) => l.phase === "stalled") && Date.now() < deadline) await Bun.sleep(10);
+    const stalled = lines.find((l) => l.phase === "stalled");
+    if (!stalled) {
+      // Let the reader drain so the blocked child (and the sh pipeline) can finish instead of lingering.
+      writeFileSync(go, "");
+      await Promise.race([proc.exited, Bun.sleep(5000)]);
+      throw new Error(`child never came back from writing to the stalled pipe: ${JSON.stringify(lines)} ${errText}`);
+    }
+    writeFileSync(go, ""); // now the reader drains
+    const out = new Uint8Array(await new Response(proc.stdout).arrayBuffer());
+    const code = await proc.exited;
+    await errDone;
+    return { stalled: stalled as unknown as Stalled, out, code, lines };
+  }
+
+  function expectAllBytes(out: Uint8Array) {
+    const total = 1 << 20;
+    expect(out.length).toBe(total);
+    let bad = -1;
+    for (let i = 0; i < total; i++) if (out[i] !== ((i * 131 + (i >>> 11)) & 0xff)) { bad = i; break; }
+    expect(bad).toBe(-1);
+  }
+
+  test("stdio: 1 MiB write returns partial counts / EAGAIN at once; everything arrives after the drain", async () => {
+    const { stalled, out, code, lines } = await run("stdio");
+    expect(stalled.fifo).toBe(true); // fd 1 really is a pipe
+    expect(stalled.outFd).not.toBe(1); // a private description...
+    expect(stalled.owned).toContain(stalled.outFd); // (with stdin's: /dev/null is reopened too)
+    expect(stalled.flagsOut & fsc.O_NONBLOCK).toBe(fsc.O_NONBLOCK); // ...that is non-blocking
+    expect(stalled.flags1 & fsc.O_NONBLOCK).toBe(0); // while the shared fd 1 stays blocking
+    expect(stalled.outBlocking).toBe(false);
+    const { calls } = stalled;
+    expect(calls[0]).toBeGreaterThan(0); // the first write takes what fits (a partial count)...
+    expect(calls[0]).toBeLessThan(1 << 20);
+    expect(calls.at(-1)).toBe(0); // ...then EAGAIN, reported as 0
+    expect(stalled.off).toBeLessThan(1 << 20);
+    expect(stalled.ms).toBeLessThan(1000);
+    expect(code).toBe(0);
+    expect(lines.find((l) => l.phase === "done")).toMatchObject({ off: 1 << 20 });
+    expectAllBytes(out);
+  }, 30_000);
+
+  test("fallback (no private description): writes are cut to PIPE_BUF, so a blocking pipe fd never blocks", async () => {
+    const { stalled, out, code, lines } = await run("fallback");
+    expect(stalled.fifo).toBe(true);
+    expect(stalled.outFd).toBe(1);
+    expect(stalled.flags1 & fsc.O_NONBLOCK).toBe(0); // really a blocking fd
+    const { calls } = stalled;
+    expect(calls[0]).toBe(stalled.pipeBuf);
+    expect(Math.max(...calls)).toBeLessThanOrEqual(stalled.pipeBuf);
+    expect(calls.at(-1)).toBe(0);
+    expect(stalled.ms).toBeLessThan(1000);
+    expect(code).toBe(0);
+    expect(lines.find((l) => l.phase === "done")).toMatchObject({ off: 1 << 20 });
+    expectAllBytes(out);
+  }, 30_000);
 });

@@ -1,15 +1,17 @@
 /**
  * Platform devices (ACPI PM, reset registers, i8042, POST/debugcon, pc-testdev) through a real Bus
- * over a shared state arena, with a fake Platform that records what the devices ask for.
+ * over a shared state arena, with a fake Platform that records what the devices ask for. Devices are
+ * powered on as the VM does it: built, then powerOnMachine once.
  */
 import { describe, expect, test } from "bun:test";
 import { Bus } from "../../src/devices/bus.ts";
 import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
 import { StateArena, type Layout, type LayoutSpec } from "../../src/devices/state.ts";
+import { powerOnMachine } from "../../src/vm/machine.ts";
 import type { GuestMemory } from "../../src/mem/guest-memory.ts";
 import { acpiPmLayout, createAcpiPm, pressPowerButton, PM1_EN, PM1_STS, type AcpiPmOptions } from "../../src/devices/acpi-pm.ts";
 import { createReset, resetLayout } from "../../src/devices/reset.ts";
-import { createI8042, i8042Layout, STATUS, CMD_BYTE } from "../../src/devices/i8042.ts";
+import { createI8042, i8042Layout, STATUS, CMD_BYTE, OUT_PORT } from "../../src/devices/i8042.ts";
 import { createPost, postLayout, DEBUGCON_READBACK, type PostOptions } from "../../src/devices/post.ts";
 import { createTestdev, testdevLayout, testdevExitStatus } from "../../src/devices/testdev.ts";
 
@@ -30,14 +32,17 @@ function machine(layouts: Layout<LayoutSpec>[], shared = true) {
   const platform = new FakePlatform();
   const ctx: DeviceContext = { mem: {} as GuestMemory, arena: new StateArena(buf), platform, role: "vcpu" };
   const bus = new Bus();
-  const add = <D extends Device>(d: D): D => { bus.register(d); return d; };
+  const devices: Device[] = [];
+  const add = <D extends Device>(d: D): D => { bus.register(d); devices.push(d); return d; };
+  /** What vm.ts does once on the main thread after buildMachine. */
+  const powerOn = () => powerOnMachine({ devices });
   const inb = (p: number) => bus.read("pio", p, 1);
   const inw = (p: number) => bus.read("pio", p, 2);
   const inl = (p: number) => bus.read("pio", p, 4);
   const outb = (p: number, v: number) => bus.write("pio", p, 1, v);
   const outw = (p: number, v: number) => bus.write("pio", p, 2, v);
   const outl = (p: number, v: number) => bus.write("pio", p, 4, v);
-  return { buf, platform, ctx, bus, add, inb, inw, inl, outb, outw, outl };
+  return { buf, platform, ctx, bus, add, powerOn, inb, inw, inl, outb, outw, outl };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -45,6 +50,7 @@ describe("acpi-pm", () => {
   const setup = (opts?: AcpiPmOptions) => {
     const m = machine([acpiPmLayout]);
     const pm = m.add(createAcpiPm(m.ctx, opts));
+    m.powerOn();
     return { ...m, pm };
   };
 
@@ -189,6 +195,7 @@ describe("reset", () => {
   const setup = () => {
     const m = machine([resetLayout]);
     m.add(createReset(m.ctx));
+    m.powerOn();
     return m;
   };
 
@@ -251,6 +258,7 @@ describe("i8042", () => {
   const setup = () => {
     const m = machine([i8042Layout]);
     const kbc = m.add(createI8042(m.ctx));
+    m.powerOn();
     const drain = () => { const out: number[] = []; while (m.inb(0x64) & STATUS.OBF) out.push(m.inb(0x60)); return out; };
     return { ...m, kbc, drain };
   };
@@ -441,6 +449,7 @@ describe("post / debugcon", () => {
   const setup = (opts: PostOptions = {}) => {
     const m = machine([postLayout]);
     const post = m.add(createPost(m.ctx, opts));
+    m.powerOn();
     return { ...m, post };
   };
 
@@ -494,6 +503,7 @@ describe("pc-testdev", () => {
   const setup = () => {
     const m = machine([testdevLayout]);
     m.add(createTestdev(m.ctx));
+    m.powerOn();
     return m;
   };
 
@@ -526,6 +536,7 @@ describe("pc-testdev", () => {
   test("the device lock makes the non-atomic increment exact across two Workers", async () => {
     const m = machine([testdevLayout]);
     m.add(createTestdev(m.ctx));
+    m.powerOn();
     const src = `
       import { Bus } from ${JSON.stringify(new URL("../../src/devices/bus.ts", import.meta.url).href)};
       import { StateArena } from ${JSON.stringify(new URL("../../src/devices/state.ts", import.meta.url).href)};
@@ -552,6 +563,115 @@ describe("pc-testdev", () => {
 });
 
 // ------------------------------------------------------------------------------------------------
+describe("power-on hook", () => {
+  /** A second thread's view: the same devices constructed over the same buffer, never powered on. */
+  const otherThread = (m: ReturnType<typeof machine>) => {
+    const ctx: DeviceContext = { ...m.ctx, arena: new StateArena(m.buf) };
+    const bus = new Bus();
+    bus.register(createReset(ctx));
+    bus.register(createI8042(ctx));
+    return {
+      inb: (p: number) => bus.read("pio", p, 1),
+      outb: (p: number, v: number) => bus.write("pio", p, 1, v),
+    };
+  };
+  const cmdByte = (io: { inb(p: number): number; outb(p: number, v: number): void }) => {
+    io.outb(0x64, 0x20);
+    return io.inb(0x60);
+  };
+  const outPort = (io: { inb(p: number): number; outb(p: number, v: number): void }) => {
+    io.outb(0x64, 0xd0);
+    return io.inb(0x60);
+  };
+
+  test("constructors write nothing: before powerOn the state blocks (past the header) are all zero", () => {
+    const m = machine([resetLayout, i8042Layout]);
+    m.add(createReset(m.ctx));
+    m.add(createI8042(m.ctx));
+    expect(new Uint8Array(m.buf, 8, resetLayout.bytes - 8).every((b) => b === 0)).toBe(true);
+    expect(new Uint8Array(m.buf, resetLayout.bytes + 8, i8042Layout.bytes - 8).every((b) => b === 0)).toBe(true);
+    expect(m.inb(0x92)).toBe(0); // not the power-on 0x02: the hook is what sets it
+  });
+
+  test("after powerOn: command byte 0x65, output port 0x03, port 0x92 0x02, scancode set 2", () => {
+    const m = machine([resetLayout, i8042Layout]);
+    m.add(createReset(m.ctx));
+    m.add(createI8042(m.ctx));
+    m.powerOn();
+    expect(cmdByte(m)).toBe(0x65);
+    expect(CMD_BYTE.RESET_VALUE).toBe(0x65);
+    expect(outPort(m)).toBe(OUT_PORT.RESET_VALUE);
+    expect(m.inb(0x92)).toBe(0x02);
+    expect(m.inb(0xcf9)).toBe(0);
+    m.outb(0x60, 0xf0); // keyboard: scancode set (ACK), query (ACK, set)
+    m.outb(0x60, 0x00);
+    expect([m.inb(0x60), m.inb(0x60), m.inb(0x60)]).toEqual([0xfa, 0xfa, 2]);
+    expect(m.platform.irqs.filter(([g]) => g === 1).length).toBeGreaterThan(0); // INT is on
+  });
+
+  test("another thread's instances over the same buffer see the power-on values without calling powerOn", () => {
+    const m = machine([resetLayout, i8042Layout]);
+    m.add(createReset(m.ctx));
+    m.add(createI8042(m.ctx));
+    m.powerOn();
+    const t = otherThread(m);
+    expect(cmdByte(t)).toBe(0x65);
+    expect(outPort(t)).toBe(0x03);
+    expect(t.inb(0x92)).toBe(0x02);
+    expect(t.inb(0x64) & STATUS.SYS).toBe(STATUS.SYS);
+    // ... and a thread constructed after the guest changed things does not reset them.
+    m.outb(0x92, 0x00);
+    m.outb(0x64, 0x60);
+    m.outb(0x60, 0x30);
+    const late = otherThread(m);
+    expect(late.inb(0x92)).toBe(0x00);
+    expect(cmdByte(late)).toBe(0x30);
+    expect(cmdByte(m)).toBe(0x30);
+  });
+
+  test("powerOn restores the power-on state from any state (device reset)", () => {
+    const m = machine([resetLayout, i8042Layout]);
+    m.add(createReset(m.ctx));
+    const kbc = m.add(createI8042(m.ctx));
+    m.powerOn();
+    m.outb(0x92, 0xfc);
+    m.outb(0xcf9, 0x0a);
+    m.outb(0x64, 0x60);
+    m.outb(0x60, 0x00);
+    m.outb(0x64, 0x65); // RAM byte 5 ← next data byte
+    m.outb(0x60, 0x5a);
+    m.outb(0x64, 0xd2); // leave bytes in the output FIFO
+    m.outb(0x60, 0x11);
+    m.outb(0x60, 0xf0); // keyboard: set scancode set 3
+    m.outb(0x60, 0x03);
+    expect(kbc.pending().length).toBeGreaterThan(0);
+    m.powerOn();
+    expect(kbc.pending()).toEqual([]);
+    expect(m.inb(0x92)).toBe(0x02);
+    expect(m.inb(0xcf9)).toBe(0);
+    expect(cmdByte(m)).toBe(0x65);
+    m.outb(0x64, 0x25);
+    expect(m.inb(0x60)).toBe(0);
+    m.outb(0x60, 0xf0);
+    m.outb(0x60, 0x00);
+    expect([m.inb(0x60), m.inb(0x60), m.inb(0x60)]).toEqual([0xfa, 0xfa, 2]);
+  });
+
+  test("powerOnMachine runs each hook once, under the device lock, and skips devices without one", () => {
+    const calls: string[] = [];
+    const locked = { held: false, acquire() { this.held = true; }, release() { this.held = false; } };
+    const dev: Device = {
+      name: "probe", ranges: [], lock: locked, read: () => 0, write: () => {},
+      powerOn() { calls.push(locked.held ? "locked" : "unlocked"); },
+    };
+    const bare: Device = { name: "bare", ranges: [], read: () => 0, write: () => {} };
+    powerOnMachine({ devices: [dev, bare] });
+    expect(calls).toEqual(["locked"]);
+    expect(locked.held).toBe(false);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
 describe("fuzz", () => {
   test("random accesses to every port of every device never throw", () => {
     const m = machine([acpiPmLayout, resetLayout, i8042Layout, postLayout, testdevLayout]);
@@ -561,6 +681,7 @@ describe("fuzz", () => {
     m.add(createI8042(m.ctx));
     m.add(createPost(m.ctx, { sink: (l) => { if (sink.length < 100) sink.push(l); } }));
     m.add(createTestdev(m.ctx));
+    m.powerOn();
     const ports = m.bus.list().flatMap((r) => Array.from({ length: r.size + 2 }, (_, i) => r.base - 1 + i));
     // xorshift32, fixed seed: reproducible
     let x = 0x9e3779b9;
