@@ -50,7 +50,11 @@ export function powerOnMachine(m: Pick<Machine, "devices">): void {
 export function buildMachine(inp: MachineInput): Machine {
   const arena = new StateArena(inp.state);
   const { cfg, platform, prepared } = inp;
+  // Unassigned accesses read all-ones and are ignored; TSBHYVE_LOG_UNASSIGNED=1 logs each one (debugging),
+  // x86.strictio stops the VM on the first unassigned port.
+  const logUnassigned = !!process.env.TSBHYVE_LOG_UNASSIGNED;
   const bus = new Bus((space, addr, size, write, value) => {
+    if (logUnassigned) platform.log(`unassigned ${space} ${write ? "write 0x" + value.toString(16) + " to" : "read from"} 0x${addr.toString(16)}`);
     if (cfg.x86.strictio && space === "pio") {
       platform.requestExit(4, `x86.strictio: ${write ? "write 0x" + value.toString(16) + " to" : "read from"} unassigned port 0x${addr.toString(16)}`);
     }

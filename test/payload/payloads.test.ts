@@ -97,6 +97,13 @@ describe("boot ROM payloads on /dev/kvm", () => {
     expect(r.stderr).toContain("triple fault");
   });
 
+  test("TSBHYVE_LOG_UNASSIGNED logs unassigned accesses (and they still read all-ones)", async () => {
+    const r = await runTsb({ toml: romConfig(await buildPayload("ports")), env: { TSBHYVE_LOG_UNASSIGNED: "1" } });
+    expect(r.code).toBe(DONE_OK);
+    expect(r.stderr).toContain("unassigned pio read from 0x300");
+    expect(lines(r.com1)).toContain("PORT300 ff ffff ffffffff");
+  });
+
   test("x86.strictio stops the VM on the first unassigned port with exit 4", async () => {
     const r = await runTsb({ toml: romConfig(await buildPayload("ports"), "[x86]\nstrictio = true\n") });
     expect(r.code).toBe(4);

@@ -18,6 +18,7 @@ export interface TsbRun { code: number | null; stdout: string; stderr: string; c
 export async function runTsb(opts: {
   toml: string;            // config body; "${COM1}" is replaced by the COM1 output file path
   args?: string[];
+  env?: Record<string, string>;
   timeoutMs?: number;
   stdin?: string;
   /** send `stdin` only once stdout contains this text */
@@ -34,6 +35,7 @@ export async function runTsb(opts: {
   const t0 = performance.now();
   const p = Bun.spawn([BINARY, ...(opts.args ?? []), cfg], {
     stdout: "pipe", stderr: "pipe", stdin: opts.stdin !== undefined ? "pipe" : "ignore",
+    env: { ...process.env, ...opts.env },
   });
   let stdoutText = "";
   const stdoutDone = (async () => {
