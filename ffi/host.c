@@ -264,9 +264,39 @@ out:
 	return r;
 }
 
-uint64_t tsb_monotonic_ns(void)
+static uint64_t raw_monotonic_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Process-wide epoch, so the nanosecond clock fits a JS number (2^53 ns = 104 days) on any host uptime. */
+static uint64_t epoch_ns;
+__attribute__((constructor)) static void init_epoch(void) { epoch_ns = raw_monotonic_ns(); }
+
+uint64_t tsb_monotonic_ns(void) { return raw_monotonic_ns() - epoch_ns; }
+
+int32_t tsb_ppoll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, int64_t timeout_ns)
+{
+	if (n < 0 || n > 1024)
+		return -EINVAL;
+	struct pollfd p[n > 0 ? n : 1];
+	for (int i = 0; i < n; i++) {
+		p[i].fd = fds[i];
+		p[i].events = events[i];
+		p[i].revents = 0;
+	}
+	struct timespec ts, *tp = NULL;
+	if (timeout_ns >= 0) {
+		ts.tv_sec = timeout_ns / 1000000000;
+		ts.tv_nsec = timeout_ns % 1000000000;
+		tp = &ts;
+	}
+	int r = ppoll(p, (nfds_t)n, tp, NULL);
+	if (r < 0)
+		return -errno;
+	for (int i = 0; i < n; i++)
+		revents[i] = p[i].revents;
+	return r;
 }

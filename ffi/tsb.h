@@ -153,6 +153,7 @@ int32_t tsb_listen_unix(const char *path);
 int32_t tsb_accept(int32_t fd);                      /* non-blocking; -EAGAIN if none */
 int32_t tsb_tty_raw(int32_t fd, int32_t on);         /* saves the mode on the first call, restores on off */
 int32_t tsb_isatty(int32_t fd);
-uint64_t tsb_monotonic_ns(void);
+uint64_t tsb_monotonic_ns(void);                    /* CLOCK_MONOTONIC ns since the shim was loaded (process-wide) */
+int32_t tsb_ppoll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, int64_t timeout_ns); /* -1: wait forever */
 
 #endif

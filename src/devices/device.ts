@@ -30,6 +30,14 @@ export interface Device {
   /** fds this device wants watched by an I/O Worker, with the handler to run (lock not held). */
   pollSources?(): PollSource[];
   /**
+   * Timers: the next time (host.monotonicNs() clock, the same in every thread) at which `expire` must run
+   * on the I/O Worker, or Infinity for none. Read from shared state; after changing it from a vCPU thread,
+   * call Platform.wakeIo() so the I/O Worker re-reads it.
+   */
+  deadline?(): number;
+  /** Called on the I/O Worker once the deadline has passed (lock not held: take it). */
+  expire?(nowNs: number): void;
+  /**
    * Write the power-on (reset) values into the state block. Called exactly once on the main thread
    * after the machine is built and before any Worker starts (`powerOnMachine`), with the device lock
    * held; later also by device reset. It must set every field, not only those whose power-on value is

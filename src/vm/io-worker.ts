@@ -1,12 +1,11 @@
 /**
- * The I/O Worker: blocks in poll() on every fd the devices want watched (character backends now;
- * virtio queue eventfds later) plus a wake-up eventfd, and runs the device handlers on this thread.
- * Never the main thread, never a vCPU.
+ * The I/O Worker: runs the device side of host I/O and timers (src/vm/io-loop.ts) on its own thread —
+ * never the main thread, never a vCPU.
  */
-import type { PollSource } from "../devices/device.ts";
-import { host, POLLIN } from "../vmm/index.ts";
+import { host } from "../vmm/index.ts";
+import { runIoLoop } from "./io-loop.ts";
 import { setupThread } from "./thread.ts";
-import { Ctrl, RunState, type ThreadInit, type WorkerMsg } from "./shared.ts";
+import type { ThreadInit, WorkerMsg } from "./shared.ts";
 
 declare const self: Worker;
 const post = (m: WorkerMsg) => self.postMessage(m);
@@ -16,33 +15,10 @@ self.onmessage = (ev: MessageEvent<ThreadInit>) => {
   try {
     host.setThreadName("tsbhyve io");
     const env = setupThread(init, "io", post);
-    let sources: PollSource[] = [];
-    let fds = new Int32Array(1), events = new Int16Array(1), revents = new Int16Array(1);
-    const collect = () => {
-      sources = env.machine.pollSources();
-      fds = new Int32Array(sources.length + 1);
-      events = new Int16Array(sources.length + 1);
-      revents = new Int16Array(sources.length + 1);
-      fds[0] = init.ioWakeFd;
-      events[0] = POLLIN;
-      sources.forEach((s, i) => { fds[i + 1] = s.fd; events[i + 1] = s.events; });
-    };
-    collect();
-    while (Atomics.load(env.ctrl, Ctrl.STATE) === RunState.RUNNING) {
-      host.poll(fds, events, revents, 1000);
-      let recollect = false;
-      if (revents[0]) { host.drain(init.ioWakeFd); recollect = true; }
-      for (let i = 1; i < fds.length; i++) {
-        const r = revents[i]!;
-        if (!r) continue;
-        try {
-          if (sources[i - 1]!.ready(r) === false) recollect = true;
-        } catch (err) {
-          env.platform.requestExit(4, `I/O worker: device error: ${(err as Error).stack ?? err}`);
-        }
-      }
-      if (recollect) collect();
-    }
+    runIoLoop({
+      devices: env.machine.devices, pollSources: () => env.machine.pollSources(), wakeFd: init.ioWakeFd,
+      ctrl: env.ctrl, platform: env.platform,
+    });
   } catch (err) {
     post({ type: "error", text: `io worker: ${(err as Error).stack ?? err}` });
   }

@@ -65,6 +65,7 @@ const symbols = {
   tsb_tty_raw: { args: [i32, i32], returns: i32 },
   tsb_isatty: { args: [i32], returns: i32 },
   tsb_monotonic_ns: { args: [], returns: u64_fast },
+  tsb_ppoll: { args: [ptr, ptr, ptr, i32, i64], returns: i32 },
 } as const;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

@@ -167,6 +167,12 @@ export const host = {
     if (r < 0 && -r !== constants.errno.EINTR) throw new VmmError("poll", -r);
     return r < 0 ? 0 : r;
   },
+  /** ppoll(2) with a nanosecond timeout (-1: forever). */
+  ppoll(fds: Int32Array, events: Int16Array, revents: Int16Array, timeoutNs: number): number {
+    const r = shim().tsb_ppoll(fds, events, revents, fds.length, Math.round(timeoutNs));
+    if (r < 0 && -r !== constants.errno.EINTR) throw new VmmError("ppoll", -r);
+    return r < 0 ? 0 : r;
+  },
   read(fd: number, buf: Uint8Array): number { return shim().tsb_read(fd, buf, buf.length) as number; },
   write(fd: number, buf: Uint8Array): number { return shim().tsb_write(fd, buf, buf.length) as number; },
   /** Write without ever blocking: -EAGAIN (negative errno) when there is no room. */
@@ -189,6 +195,7 @@ export const host = {
   accept(fd: number): number { const r = shim().tsb_accept(fd); return r < 0 ? -1 : r; },
   ttyRaw(fd: number, on: boolean): void { check("tty mode", shim().tsb_tty_raw(fd, on ? 1 : 0)); },
   isatty(fd: number): boolean { return shim().tsb_isatty(fd) === 1; },
+  /** CLOCK_MONOTONIC nanoseconds since the shim was loaded: the same clock in every thread. */
   monotonicNs(): number { return shim().tsb_monotonic_ns() as number; },
   errnoName(e: number): string { return ERRNO_NAMES[e] ?? `errno ${e}`; },
   /** Address of a JS typed array (valid only until the next GC-relevant step; use at once). */
