@@ -11,7 +11,11 @@ export const Op = {
   Zero: 0x00, One: 0x01, Alias: 0x06, Name: 0x08, BytePrefix: 0x0a, WordPrefix: 0x0b, DWordPrefix: 0x0c,
   StringPrefix: 0x0d, QWordPrefix: 0x0e, Scope: 0x10, Buffer: 0x11, Package: 0x12, VarPackage: 0x13,
   Method: 0x14, DualNamePrefix: 0x2e, MultiNamePrefix: 0x2f, ExtOpPrefix: 0x5b, RootChar: 0x5c,
-  ParentPrefix: 0x5e, Local0: 0x60, Arg0: 0x68, Store: 0x70, Return: 0xa4, Ones: 0xff,
+  ParentPrefix: 0x5e, Local0: 0x60, Arg0: 0x68, Store: 0x70, Add: 0x72, Subtract: 0x74, Increment: 0x75,
+  Decrement: 0x76, ShiftLeft: 0x79, ShiftRight: 0x7a, And: 0x7b, Or: 0x7d, Not: 0x80, FindSetLeftBit: 0x81,
+  FindSetRightBit: 0x82, DerefOf: 0x83, Notify: 0x86, SizeOf: 0x87, Index: 0x88, CreateDWordField: 0x8a,
+  CreateWordField: 0x8b, CreateByteField: 0x8c, CreateQWordField: 0x8f, LAnd: 0x90, LOr: 0x91, LNot: 0x92,
+  LEqual: 0x93, LGreater: 0x94, LLess: 0x95, If: 0xa0, Else: 0xa1, While: 0xa2, Return: 0xa4, Ones: 0xff,
 } as const;
 export const ExtOp = { Mutex: 0x01, OpRegion: 0x80, Field: 0x81, Device: 0x82, Processor: 0x83 } as const;
 
@@ -191,3 +195,131 @@ export function ret(value: PkgElement): Uint8Array {
 /** ArgN / LocalN references. */
 export const arg = (n: number) => { if (n < 0 || n > 6) throw new AmlError(`Arg${n}`); return Uint8Array.of(Op.Arg0 + n); };
 export const local = (n: number) => { if (n < 0 || n > 7) throw new AmlError(`Local${n}`); return Uint8Array.of(Op.Local0 + n); };
+
+// ---------------------------------------------------------------------------------------------------
+// Expressions and control flow (ACPI 6.x §20.2.5). A "TermArg" is any encoded term: int(), a name
+// reference (ref()), arg()/local(), or the result of another expression helper.
+
+/** A reference to a named object (or a call of a method with no arguments): just its NameString. */
+export const ref = (path: string) => nameString(path);
+
+/** Optional Target operand: a SuperName, or NullName (0x00) when the result is only returned. */
+function target(t?: Uint8Array): Uint8Array {
+  return t ?? Uint8Array.of(0x00);
+}
+
+function termArg(x: Uint8Array | number | bigint): Uint8Array {
+  return typeof x === "number" || typeof x === "bigint" ? int(x) : x;
+}
+type TermArg = Uint8Array | number | bigint;
+
+/** Store(source, dest). */
+export const store = (src: TermArg, dest: Uint8Array) => cat([Op.Store], termArg(src), dest);
+
+function binary(op: number) {
+  return (a: TermArg, b: TermArg, t?: Uint8Array) => cat([op], termArg(a), termArg(b), target(t));
+}
+/** And(a, b, target?) etc.: integer operators with an optional target (NullName when omitted). */
+export const and = binary(Op.And);
+export const or = binary(Op.Or);
+export const add = binary(Op.Add);
+export const subtract = binary(Op.Subtract);
+export const shiftLeft = binary(Op.ShiftLeft);
+export const shiftRight = binary(Op.ShiftRight);
+export const not = (a: TermArg, t?: Uint8Array) => cat([Op.Not], termArg(a), target(t));
+export const findSetRightBit = (a: TermArg, t?: Uint8Array) => cat([Op.FindSetRightBit], termArg(a), target(t));
+export const findSetLeftBit = (a: TermArg, t?: Uint8Array) => cat([Op.FindSetLeftBit], termArg(a), target(t));
+export const increment = (n: Uint8Array) => cat([Op.Increment], n);
+export const decrement = (n: Uint8Array) => cat([Op.Decrement], n);
+export const sizeOf = (n: Uint8Array) => cat([Op.SizeOf], n);
+export const derefOf = (a: TermArg) => cat([Op.DerefOf], termArg(a));
+export const index = (src: TermArg, i: TermArg, t?: Uint8Array) => cat([Op.Index], termArg(src), termArg(i), target(t));
+
+/** Logical operators (no target). */
+export const lEqual = (a: TermArg, b: TermArg) => cat([Op.LEqual], termArg(a), termArg(b));
+export const lGreater = (a: TermArg, b: TermArg) => cat([Op.LGreater], termArg(a), termArg(b));
+export const lLess = (a: TermArg, b: TermArg) => cat([Op.LLess], termArg(a), termArg(b));
+export const lAnd = (a: TermArg, b: TermArg) => cat([Op.LAnd], termArg(a), termArg(b));
+export const lOr = (a: TermArg, b: TermArg) => cat([Op.LOr], termArg(a), termArg(b));
+export const lNot = (a: TermArg) => cat([Op.LNot], termArg(a));
+
+/** If(predicate){terms}. Follow with elseOf() for an Else branch. */
+export function ifThen(pred: TermArg, ...terms: Uint8Array[]): Uint8Array {
+  return cat([Op.If], withPkgLength(termArg(pred), ...terms));
+}
+/** Else{terms} (must directly follow an If). */
+export function elseOf(...terms: Uint8Array[]): Uint8Array {
+  return cat([Op.Else], withPkgLength(...terms));
+}
+/** While(predicate){terms}. */
+export function whileLoop(pred: TermArg, ...terms: Uint8Array[]): Uint8Array {
+  return cat([Op.While], withPkgLength(termArg(pred), ...terms));
+}
+
+/** Notify(object, value). */
+export const notify = (obj: Uint8Array, value: TermArg) => cat([Op.Notify], obj, termArg(value));
+
+/** Call a method: its NameString followed by the arguments. */
+export const call = (path: string, ...args: TermArg[]) => cat(nameString(path), ...args.map(termArg));
+
+/** CreateByte/Word/DWord/QWordField(buffer, byteIndex, name). */
+export const createByteField = (buf: Uint8Array, at: TermArg, n: string) => cat([Op.CreateByteField], buf, termArg(at), nameString(n));
+export const createWordField = (buf: Uint8Array, at: TermArg, n: string) => cat([Op.CreateWordField], buf, termArg(at), nameString(n));
+export const createDWordField = (buf: Uint8Array, at: TermArg, n: string) => cat([Op.CreateDWordField], buf, termArg(at), nameString(n));
+export const createQWordField = (buf: Uint8Array, at: TermArg, n: string) => cat([Op.CreateQWordField], buf, termArg(at), nameString(n));
+
+/**
+ * VarPackage(count){elements}: a package whose element count is a TermArg (also used by iasl for
+ * packages with more than 255 elements).
+ */
+export function varPkg(count: TermArg, ...elements: PkgElement[]): Uint8Array {
+  return cat([Op.VarPackage], withPkgLength(termArg(count), ...elements.map(element)));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Operation regions and fields (§19.6.100 OperationRegion, §19.6.48 Field; encoding §20.2.5.2).
+
+export const RegionSpace = { SystemMemory: 0, SystemIO: 1, PCI_Config: 2, EmbeddedControl: 3, SMBus: 4, SystemCMOS: 5, PciBarTarget: 6 } as const;
+
+/** OperationRegion(name, space, offset, length). */
+export function opRegion(n: string, space: number, offset: TermArg, length: TermArg): Uint8Array {
+  return cat([Op.ExtOpPrefix, ExtOp.OpRegion], nameString(n), [space & 0xff], termArg(offset), termArg(length));
+}
+
+/** FieldFlags: AccessType bits 3:0, LockRule bit 4, UpdateRule bits 6:5. */
+export const FieldAccess = { Any: 0, Byte: 1, Word: 2, DWord: 3, QWord: 4, Buffer: 5 } as const;
+export const FieldUpdate = { Preserve: 0, WriteAsOnes: 1, WriteAsZeros: 2 } as const;
+export interface FieldOptions { access?: number; lock?: boolean; update?: number }
+
+/** One field unit: a named field of `bits` bits, or `{ offset }` (byte offset, as ASL's Offset()). */
+export type FieldUnit = { name: string; bits: number } | { offset: number } | { skipBits: number };
+
+/** A raw PkgLength-format number (the bit lengths inside field lists do not count their own bytes). */
+function lengthValue(v: number): Uint8Array {
+  if (v <= 0x3f) return Uint8Array.of(v);
+  const extra = v < 2 ** 12 ? 1 : v < 2 ** 20 ? 2 : 3;
+  const out = new Uint8Array(1 + extra);
+  out[0] = (extra << 6) | (v & 0x0f);
+  for (let i = 0; i < extra; i++) out[1 + i] = Math.floor(v / 2 ** (4 + 8 * i)) & 0xff;
+  return out;
+}
+
+/** Field(region, access, lock, update){units}. Offsets become ReservedFields (bits to skip). */
+export function field(region: string, o: FieldOptions, ...units: FieldUnit[]): Uint8Array {
+  const flags = (o.access ?? FieldAccess.Any) | (o.lock ? 0x10 : 0) | ((o.update ?? FieldUpdate.Preserve) << 5);
+  let bit = 0;
+  const list: Uint8Array[] = [];
+  for (const u of units) {
+    if ("name" in u) {
+      if (!Number.isInteger(u.bits) || u.bits < 1) throw new AmlError(`field ${u.name}: bad width ${u.bits}`);
+      list.push(cat(nameSeg(u.name), lengthValue(u.bits)));
+      bit += u.bits;
+    } else {
+      const skip = "offset" in u ? u.offset * 8 - bit : u.skipBits;
+      if (skip < 0) throw new AmlError(`field offset moves backwards in ${region}`);
+      if (skip > 0) list.push(cat([0x00], lengthValue(skip)));
+      bit += skip;
+    }
+  }
+  return cat([Op.ExtOpPrefix, ExtOp.Field], withPkgLength(nameString(region), Uint8Array.of(flags), ...list));
+}

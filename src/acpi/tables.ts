@@ -1,29 +1,31 @@
 /**
- * A minimal ACPI table set (ACPI 6.2 layouts): RSDP -> XSDT/RSDT -> FADT (-> FACS, DSDT), MADT.
- * Enough for Linux to find SMP from the MADT and to power off through \_S5 (SLP_TYP 5 written to
- * PM1a_CNT with SLP_EN), and to reboot through the FADT reset register (0xCF9 <- 6).
+ * The ACPI table set (ACPI 6.2 layouts): RSDP -> XSDT/RSDT -> FADT (-> FACS, DSDT), MADT, HPET, MCFG,
+ * SPCR, built from a PlatformDescription (platform.ts). Linux finds SMP in the MADT, powers off through
+ * \_S5 (SLP_TYP written to PM1a_CNT with SLP_EN) and reboots through the FADT reset register.
  *
- * Everything is built as plain bytes with final addresses (PlacedBlob) starting at `base`; the
- * caller writes them into guest memory (writeAcpi) and passes `rsdp` to the Linux loader.
+ * buildAcpiTables() produces the tables with their pointer fields listed (AcpiTableSet); placeAcpi()
+ * lays them out at fixed guest addresses (direct kernel boot: PlacedBlobs in the BIOS area), and
+ * loader.ts buildTableLoader() exports the same set as QEMU fw_cfg files for firmware (OVMF).
  */
-import { checksum8, putAscii, writeBlobs, type PlacedBlob } from "../loader/blob.ts";
-import { IOAPIC_BASE, LAPIC_BASE } from "../loader/e820.ts";
+import { writeBlobs, type PlacedBlob } from "../loader/blob.ts";
 import type { GuestMemory } from "../mem/guest-memory.ts";
-import { cat, name, pkg } from "./aml.ts";
+import { cat } from "./aml.ts";
+import { buildDsdt } from "./dsdt.ts";
+import { hpetTable, mcfgTable, spcrTable } from "./hw-tables.ts";
+import { describePlatform, pmBlocks, type PlatformDescription } from "./platform.ts";
+import { AccessSize, AddressSpace, RSDP, RSDP_BYTES, SDT_HEADER_BYTES, facs, fixChecksum, gas, rsdp, sdt } from "./sdt.ts";
+
+export {
+  ACPI_CREATOR_ID, ACPI_OEM_ID, ACPI_OEM_TABLE_ID, AccessSize, AddressSpace, FACS_BYTES, RSDP_BYTES, SDT_HEADER_BYTES,
+  facs, gas, rsdp, sdt, type Gas, type SdtOptions,
+} from "./sdt.ts";
 
 export const ACPI_BASE = 0xf2400;
 /** Tables must stay in the reserved BIOS area below 1 MiB. */
 export const ACPI_LIMIT = 0x100000;
-export const ACPI_OEM_ID = "TSBHYV";
-export const ACPI_OEM_TABLE_ID = "TSBHYVE";
-export const ACPI_CREATOR_ID = "TSBH";
 /** SLP_TYP value for S5 (bhyve's PM1 control register treats 5 as soft-off). */
 export const SLP_TYP_S5 = 5;
-
-export const SDT_HEADER_BYTES = 36;
-export const RSDP_BYTES = 36;
 export const FADT_BYTES = 276;
-export const FACS_BYTES = 64;
 
 /** FADT fixed-feature flags (ACPI 6.2 table 5-35). */
 export const FadtFlag = {
@@ -55,73 +57,17 @@ export const MadtType = { LOCAL_APIC: 0, IO_APIC: 1, INTERRUPT_OVERRIDE: 2, NMI_
 /** MPS INTI flags: polarity bits 1:0, trigger mode bits 3:2. */
 export const Inti = { CONFORMS: 0, ACTIVE_HIGH: 0x1, ACTIVE_LOW: 0x3, EDGE: 0x4, LEVEL: 0xc } as const;
 
-export const AddressSpace = { SYSTEM_MEMORY: 0, SYSTEM_IO: 1, PCI_CONFIG: 2 } as const;
-/** Access size field of a Generic Address Structure. */
-export const AccessSize = { UNDEFINED: 0, BYTE: 1, WORD: 2, DWORD: 3, QWORD: 4 } as const;
-
-export interface Gas { space: number; bitWidth: number; bitOffset?: number; accessSize: number; address: number | bigint }
-
-/** 12-byte Generic Address Structure. */
-export function gas(g: Gas): Uint8Array {
-  const out = new Uint8Array(12);
-  const dv = new DataView(out.buffer);
-  out[0] = g.space; out[1] = g.bitWidth; out[2] = g.bitOffset ?? 0; out[3] = g.accessSize;
-  dv.setBigUint64(4, BigInt(g.address), true);
-  return out;
-}
-
-export interface SdtOptions { oemId?: string; oemTableId?: string; oemRevision?: number }
-
-/** A complete System Description Table: 36-byte header + body, checksum filled in. */
-export function sdt(signature: string, revision: number, body: Uint8Array, o: SdtOptions = {}): Uint8Array {
-  if (!/^[A-Z0-9_]{4}$/.test(signature)) throw new Error(`bad ACPI signature "${signature}"`);
-  const t = new Uint8Array(SDT_HEADER_BYTES + body.length);
-  const dv = new DataView(t.buffer);
-  putAscii(t, 0, signature, 4);
-  dv.setUint32(4, t.length, true);
-  t[8] = revision;
-  putAscii(t, 10, o.oemId ?? ACPI_OEM_ID, 6);
-  putAscii(t, 16, o.oemTableId ?? ACPI_OEM_TABLE_ID, 8);
-  dv.setUint32(24, o.oemRevision ?? 1, true);
-  putAscii(t, 28, ACPI_CREATOR_ID, 4);
-  dv.setUint32(32, 1, true); // creator revision
-  t.set(body, SDT_HEADER_BYTES);
-  t[9] = checksum8(t);
-  return t;
-}
-
-/** Root System Description Pointer, revision 2 (ACPI 2.0+), 36 bytes. */
-export function rsdp(rsdtAddr: number, xsdtAddr: number, oemId = ACPI_OEM_ID): Uint8Array {
-  const t = new Uint8Array(RSDP_BYTES);
-  const dv = new DataView(t.buffer);
-  putAscii(t, 0, "RSD PTR ", 8);
-  putAscii(t, 9, oemId, 6);
-  t[15] = 2;
-  dv.setUint32(16, rsdtAddr, true);
-  dv.setUint32(20, RSDP_BYTES, true);
-  dv.setBigUint64(24, BigInt(xsdtAddr), true);
-  t[8] = checksum8(t.subarray(0, 20));
-  t[32] = checksum8(t);
-  return t;
-}
-
-/** Firmware ACPI Control Structure (no checksum; 64 bytes; must be 64-byte aligned). */
-export function facs(): Uint8Array {
-  const t = new Uint8Array(FACS_BYTES);
-  const dv = new DataView(t.buffer);
-  putAscii(t, 0, "FACS", 4);
-  dv.setUint32(4, FACS_BYTES, true);
-  dv.setUint32(8, 0, true); // hardware signature
-  t[32] = 2; // version
-  return t;
-}
-
 export interface FadtOptions {
   facs: number;
   dsdt: number;
   sciIrq: number;
   pm1aEvt: number;
   pm1aCnt: number;
+  /** PM timer port (32-bit, TMR_VAL_EXT), 0 = none. */
+  pmTmr: number;
+  /** GPE0 block port and length in bytes (0 = none). */
+  gpe0: number;
+  gpe0Len: number;
   /** CMOS index of the RTC century register, 0 = none. */
   century: number;
   flags: number;
@@ -138,7 +84,8 @@ export function fadt(o: FadtOptions): Uint8Array {
   const u16 = (off: number, v: number) => dv.setUint16(at(off), v, true);
   const u32 = (off: number, v: number) => dv.setUint32(at(off), v >>> 0, true);
   const u64 = (off: number, v: number) => dv.setBigUint64(at(off), BigInt(v), true);
-  const putGas = (off: number, g: Uint8Array) => b.set(g, at(off));
+  const io = (off: number, bits: number, access: number, addr: number) =>
+    b.set(gas({ space: AddressSpace.SYSTEM_IO, bitWidth: addr ? bits : 0, accessSize: addr ? access : 0, address: addr }), at(off));
 
   u32(FADT.FIRMWARE_CTRL, o.facs);
   u32(FADT.DSDT, o.dsdt);
@@ -147,33 +94,40 @@ export function fadt(o: FadtOptions): Uint8Array {
   u32(FADT.SMI_CMD, 0); // no SMI command port: the hardware is always in ACPI mode
   u32(FADT.PM1A_EVT_BLK, o.pm1aEvt);
   u32(FADT.PM1A_CNT_BLK, o.pm1aCnt);
-  u32(FADT.PM_TMR_BLK, 0); // no PM timer (yet)
+  u32(FADT.PM_TMR_BLK, o.pmTmr);
+  u32(FADT.GPE0_BLK, o.gpe0);
   u8(FADT.PM1_EVT_LEN, 4);
   u8(FADT.PM1_CNT_LEN, 2);
-  u8(FADT.PM_TMR_LEN, 0);
+  u8(FADT.PM_TMR_LEN, o.pmTmr ? 4 : 0);
+  u8(FADT.GPE0_BLK_LEN, o.gpe0 ? o.gpe0Len : 0);
   u16(FADT.P_LVL2_LAT, 101); // > 100: C2 not supported
   u16(FADT.P_LVL3_LAT, 1001); // > 1000: C3 not supported
   u8(FADT.CENTURY, o.century);
   u16(FADT.IAPC_BOOT_ARCH, o.bootArch);
-  u32(FADT.FLAGS, o.flags);
-  putGas(FADT.RESET_REG, gas({ space: AddressSpace.SYSTEM_IO, bitWidth: 8, accessSize: AccessSize.BYTE, address: o.reset.port }));
+  u32(FADT.FLAGS, o.flags | (o.pmTmr ? FadtFlag.TMR_VAL_EXT : 0));
+  io(FADT.RESET_REG, 8, AccessSize.BYTE, o.reset.port);
   u8(FADT.RESET_VALUE, o.reset.value);
   u8(FADT.MINOR_VERSION, 2);
   u64(FADT.X_FIRMWARE_CTRL, o.facs);
   u64(FADT.X_DSDT, o.dsdt);
-  putGas(FADT.X_PM1A_EVT_BLK, gas({ space: AddressSpace.SYSTEM_IO, bitWidth: 32, accessSize: AccessSize.WORD, address: o.pm1aEvt }));
-  putGas(FADT.X_PM1A_CNT_BLK, gas({ space: AddressSpace.SYSTEM_IO, bitWidth: 16, accessSize: AccessSize.WORD, address: o.pm1aCnt }));
+  io(FADT.X_PM1A_EVT_BLK, 32, AccessSize.WORD, o.pm1aEvt);
+  io(FADT.X_PM1A_CNT_BLK, 16, AccessSize.WORD, o.pm1aCnt);
+  io(FADT.X_PM_TMR_BLK, 32, AccessSize.DWORD, o.pmTmr);
+  io(FADT.X_GPE0_BLK, 8 * o.gpe0Len, AccessSize.BYTE, o.gpe0);
   return sdt("FACP", 6, b);
 }
 
-export interface MadtOptions { cpus: number; ioapicId: number; sciIrq: number; apicIds?: readonly number[] }
+export interface MadtOptions {
+  cpus: number; ioapicId: number; sciIrq: number; apicIds?: readonly number[];
+  lapicBase?: number; ioapicBase?: number;
+}
 
 /** Multiple APIC Description Table, revision 4 (ACPI 6.0-6.2). */
 export function madt(o: MadtOptions): Uint8Array {
   const parts: Uint8Array[] = [];
   const head = new Uint8Array(8);
   const hv = new DataView(head.buffer);
-  hv.setUint32(0, LAPIC_BASE, true);
+  hv.setUint32(0, o.lapicBase ?? 0xfee0_0000, true);
   hv.setUint32(4, 1, true); // PCAT_COMPAT: dual 8259s present
   parts.push(head);
   for (let i = 0; i < o.cpus; i++) {
@@ -185,7 +139,7 @@ export function madt(o: MadtOptions): Uint8Array {
   const io = new Uint8Array(12);
   const iv = new DataView(io.buffer);
   io[0] = MadtType.IO_APIC; io[1] = 12; io[2] = o.ioapicId;
-  iv.setUint32(4, IOAPIC_BASE, true);
+  iv.setUint32(4, o.ioapicBase ?? 0xfec0_0000, true);
   iv.setUint32(8, 0, true); // GSI base
   parts.push(io);
   const iso = (irq: number, gsi: number, flags: number) => {
@@ -206,33 +160,107 @@ export function madt(o: MadtOptions): Uint8Array {
   return sdt("APIC", 4, cat(...parts));
 }
 
-/** The DSDT body: sleep-state packages (S0 working, S5 soft-off) plus any extra AML terms. */
-export function dsdtAml(extra: readonly Uint8Array[] = []): Uint8Array {
-  return cat(
-    name("\\_S0", pkg(0, 0, 0, 0)),
-    name("\\_S5", pkg(SLP_TYP_S5, SLP_TYP_S5, 0, 0)),
-    ...extra,
-  );
+
+/** A pointer field inside the table set: `size` bytes at `offset` of table `from` (-1 = the RSDP)
+ * hold the address of table `to`. */
+export interface TablePointer { from: number; offset: number; size: 4 | 8; to: number }
+
+/**
+ * The tables of a platform before placement: pointer fields hold 0 and are listed in `pointers`.
+ * `tables` is in layout order (XSDT, RSDT, FADT, FACS, MADT, [HPET], MCFG, [SPCR], extras..., DSDT).
+ */
+export interface AcpiTableSet {
+  rsdp: Uint8Array;
+  tables: { signature: string; bytes: Uint8Array; align: number }[];
+  pointers: TablePointer[];
 }
 
-export interface AcpiOptions {
-  cpus: number;
-  /** APIC id of each vCPU (default: the vCPU index); see src/vcpu/cpuid.ts apicId(). */
-  apicIds?: readonly number[];
-  /** 16-byte aligned start of the table area (default 0xF2400, like bhyve). */
-  base?: number;
-  /** First byte the tables must not reach (default 1 MiB). */
-  limit?: number;
-  sciIrq?: number;
-  pm1aEvt?: number;
-  pm1aCnt?: number;
-  reset?: { port: number; value: number };
-  /** CMOS century register index (default 0x32; 0 = none). */
-  century?: number;
-  /** Extra AML terms appended to the DSDT. */
-  dsdt?: readonly Uint8Array[];
-  /** Extra complete tables (e.g. built with sdt()) to link from the XSDT/RSDT. */
-  tables?: readonly Uint8Array[];
+export const ACPI_MAX_CPUS = 254;
+
+const sigOf = (t: Uint8Array) => String.fromCharCode(...t.subarray(0, 4));
+
+export function buildAcpiTables(p: PlatformDescription): AcpiTableSet {
+  const { cpus } = p;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > ACPI_MAX_CPUS) throw new RangeError(`ACPI: cpus must be 1..${ACPI_MAX_CPUS}, got ${cpus}`);
+  if (!Number.isInteger(p.sciIrq) || p.sciIrq < 0 || p.sciIrq > 15) throw new RangeError(`ACPI: SCI IRQ ${p.sciIrq} must be an ISA IRQ`);
+  const ioapicId = p.ioapic.id ?? (p.apicIds?.length ? Math.max(...p.apicIds) + 1 : cpus);
+  if (ioapicId > 0xfe) throw new RangeError(`ACPI: APIC ids up to ${ioapicId - 1} leave no xAPIC id for the IOAPIC`);
+  const pm = pmBlocks(p);
+  const fadtBytes = fadt({
+    facs: 0, dsdt: 0, sciIrq: p.sciIrq, pm1aEvt: pm.evt, pm1aCnt: pm.cnt, pmTmr: pm.tmr, gpe0: pm.gpe0, gpe0Len: pm.gpe0Len,
+    century: p.century,
+    flags: FadtFlag.WBINVD | FadtFlag.PROC_C1 | FadtFlag.SLP_BUTTON | FadtFlag.FIX_RTC | FadtFlag.RESET_REG_SUP |
+      FadtFlag.FORCE_APIC_PHYSICAL_DESTINATION_MODE,
+    bootArch: BootArch.LEGACY_DEVICES | (p.keyboard ? BootArch.I8042 : 0),
+    reset: p.reset,
+  });
+  const pointed: Uint8Array[] = [
+    fadtBytes,
+    madt({ cpus, ioapicId, sciIrq: p.sciIrq, ...(p.apicIds ? { apicIds: p.apicIds } : {}), lapicBase: p.lapicBase, ioapicBase: p.ioapic.base }),
+  ];
+  if (p.hpet) pointed.push(hpetTable({ capabilities: p.hpet.capabilities, base: p.hpet.base, minTick: p.hpet.minTick }));
+  pointed.push(mcfgTable([{ base: p.pci.ecam.base, busStart: p.pci.busStart, busEnd: Math.min(p.pci.busEnd, p.pci.busStart + p.pci.ecam.size / 2 ** 20 - 1) }]));
+  const com1 = p.com[0];
+  if (com1) pointed.push(spcrTable({ port: com1.port, irq: com1.irq }));
+  pointed.push(...(p.tables ?? []));
+
+  const n = pointed.length;
+  const tables = [
+    sdt("XSDT", 1, new Uint8Array(8 * n)),
+    sdt("RSDT", 1, new Uint8Array(4 * n)),
+    fadtBytes,
+    facs(),
+    ...pointed.slice(1),
+    buildDsdt(p),
+  ].map((bytes) => ({ signature: sigOf(bytes), bytes, align: sigOf(bytes) === "FACS" ? 64 : 16 }));
+  const X = 0, R = 1, F = 2, FACS_I = 3, DSDT_I = tables.length - 1;
+  const indexOfPointed = (i: number) => (i === 0 ? F : 3 + i);
+  const pointers: TablePointer[] = [
+    { from: -1, offset: RSDP.RSDT, size: 4, to: R },
+    { from: -1, offset: RSDP.XSDT, size: 8, to: X },
+    ...pointed.flatMap((_, i): TablePointer[] => [
+      { from: X, offset: SDT_HEADER_BYTES + 8 * i, size: 8, to: indexOfPointed(i) },
+      { from: R, offset: SDT_HEADER_BYTES + 4 * i, size: 4, to: indexOfPointed(i) },
+    ]),
+    { from: F, offset: FADT.FIRMWARE_CTRL, size: 4, to: FACS_I },
+    { from: F, offset: FADT.X_FIRMWARE_CTRL, size: 8, to: FACS_I },
+    { from: F, offset: FADT.DSDT, size: 4, to: DSDT_I },
+    { from: F, offset: FADT.X_DSDT, size: 8, to: DSDT_I },
+  ];
+  return { rsdp: rsdp(0, 0), tables, pointers };
+}
+
+/**
+ * Copies of the set's tables with every pointer field set to addrOf(target) and checksums redone.
+ * (addrOf gives guest addresses for placement, blob offsets for the fw_cfg loader.)
+ */
+export function linkTables(set: AcpiTableSet, addrOf: (table: number) => number): { rsdp: Uint8Array; tables: Uint8Array[] } {
+  const rsdpBytes = set.rsdp.slice();
+  const tables = set.tables.map((t) => t.bytes.slice());
+  for (const ptr of set.pointers) {
+    const t = ptr.from < 0 ? rsdpBytes : tables[ptr.from]!;
+    const dv = new DataView(t.buffer, t.byteOffset);
+    const a = addrOf(ptr.to);
+    if (ptr.size === 4) {
+      if (a > 0xffff_ffff) throw new RangeError(`ACPI: table at 0x${a.toString(16)} needs a 64-bit pointer`);
+      dv.setUint32(ptr.offset, a, true);
+    } else dv.setBigUint64(ptr.offset, BigInt(a), true);
+  }
+  fixChecksum(rsdpBytes);
+  tables.forEach(fixChecksum);
+  return { rsdp: rsdpBytes, tables };
+}
+
+/** Byte offsets of the set's tables laid out from `start` (RSDP excluded), and the end. */
+export function layoutTables(set: AcpiTableSet, start: number): { offsets: number[]; end: number } {
+  let cur = start;
+  const offsets = set.tables.map((t) => {
+    cur = Math.ceil(cur / t.align) * t.align;
+    const at = cur;
+    cur += t.bytes.length;
+    return at;
+  });
+  return { offsets, end: cur };
 }
 
 export interface AcpiTableInfo { signature: string; addr: number; length: number }
@@ -244,65 +272,54 @@ export interface Acpi {
   tables: AcpiTableInfo[];
   /** First byte after the last table. */
   end: number;
+  /** The unplaced set (for buildTableLoader()). */
+  set: AcpiTableSet;
 }
 
-export const ACPI_MAX_CPUS = 254;
+export interface Placement {
+  /** 16-byte aligned start of the table area (default 0xF2400, like bhyve). */
+  base?: number;
+  /** First byte the tables must not reach (default 1 MiB). */
+  limit?: number;
+}
 
-export function buildAcpi(opts: AcpiOptions): Acpi {
-  const { cpus } = opts;
-  const base = opts.base ?? ACPI_BASE;
-  const limit = opts.limit ?? ACPI_LIMIT;
-  const sciIrq = opts.sciIrq ?? 9;
-  if (!Number.isInteger(cpus) || cpus < 1 || cpus > ACPI_MAX_CPUS) throw new RangeError(`ACPI: cpus must be 1..${ACPI_MAX_CPUS}, got ${cpus}`);
+/** Lay the set out from `base`: RSDP first, then the tables in order. */
+export function placeAcpi(set: AcpiTableSet, place: Placement = {}): Acpi {
+  const base = place.base ?? ACPI_BASE;
+  const limit = place.limit ?? ACPI_LIMIT;
   if (!Number.isSafeInteger(base) || base < 0 || base % 16 !== 0) throw new RangeError(`ACPI: base 0x${base.toString(16)} must be 16-byte aligned`);
-  if (!Number.isInteger(sciIrq) || sciIrq < 0 || sciIrq > 15) throw new RangeError(`ACPI: SCI IRQ ${sciIrq} must be an ISA IRQ`);
+  const { offsets, end } = layoutTables(set, base + RSDP_BYTES);
+  if (end > limit) throw new RangeError(`ACPI tables (0x${base.toString(16)}-0x${end.toString(16)}) run past 0x${limit.toString(16)}`);
+  const linked = linkTables(set, (i) => offsets[i]!);
+  const blobs: PlacedBlob[] = [{ addr: base, bytes: linked.rsdp }, ...linked.tables.map((bytes, i) => ({ addr: offsets[i]!, bytes }))];
+  const tables = blobs.map((b, i) => ({ signature: i === 0 ? "RSD PTR " : sigOf(b.bytes), addr: b.addr, length: b.bytes.length }));
+  return { blobs, rsdp: base, tables, end, set };
+}
 
-  // Fixed layout: addresses of everything are known before the bytes are built.
-  let cur = base;
-  const take = (len: number, align = 16) => { cur = Math.ceil(cur / align) * align; const a = cur; cur += len; return a; };
-  const extra = opts.tables ?? [];
-  const nTables = 2 + extra.length; // FADT, MADT, extras
-  const rsdpAddr = take(RSDP_BYTES);
-  const xsdtAddr = take(SDT_HEADER_BYTES + 8 * nTables);
-  const rsdtAddr = take(SDT_HEADER_BYTES + 4 * nTables);
-  const fadtAddr = take(FADT_BYTES);
-  const facsAddr = take(FACS_BYTES, 64);
-  const ioapicId = opts.apicIds?.length ? Math.max(...opts.apicIds) + 1 : cpus;
-  if (ioapicId > 0xfe) throw new RangeError(`ACPI: APIC ids up to ${ioapicId - 1} leave no xAPIC id for the IOAPIC`);
-  const madtBytes = madt({ cpus, ioapicId, sciIrq, apicIds: opts.apicIds });
-  const madtAddr = take(madtBytes.length);
-  const extraAddrs = extra.map((t) => take(t.length));
-  const dsdtBytes = sdt("DSDT", 2, dsdtAml(opts.dsdt));
-  const dsdtAddr = take(dsdtBytes.length);
-  if (cur > limit) throw new RangeError(`ACPI tables (0x${base.toString(16)}-0x${cur.toString(16)}) run past 0x${limit.toString(16)}`);
+/** The options buildAcpi() took before PlatformDescription (kept so existing callers still work). */
+export interface LegacyAcpiOptions extends Placement {
+  cpus: number;
+  apicIds?: readonly number[];
+  sciIrq?: number;
+  pm1aEvt?: number;
+  pm1aCnt?: number;
+  reset?: { port: number; value: number };
+  century?: number;
+  /** Extra AML terms appended to the DSDT root. */
+  dsdt?: readonly Uint8Array[];
+  tables?: readonly Uint8Array[];
+}
 
-  const fadtBytes = fadt({
-    facs: facsAddr, dsdt: dsdtAddr, sciIrq, pm1aEvt: opts.pm1aEvt ?? 0x400, pm1aCnt: opts.pm1aCnt ?? 0x404,
-    century: opts.century ?? 0x32,
-    flags: FadtFlag.WBINVD | FadtFlag.PROC_C1 | FadtFlag.SLP_BUTTON | FadtFlag.FIX_RTC | FadtFlag.RESET_REG_SUP |
-      FadtFlag.FORCE_APIC_PHYSICAL_DESTINATION_MODE,
-    bootArch: BootArch.LEGACY_DEVICES | BootArch.I8042,
-    reset: opts.reset ?? { port: 0xcf9, value: 0x06 },
-  });
-  const pointed = [fadtAddr, madtAddr, ...extraAddrs];
-  const xb = new Uint8Array(8 * pointed.length), rb = new Uint8Array(4 * pointed.length);
-  pointed.forEach((a, i) => {
-    new DataView(xb.buffer).setBigUint64(8 * i, BigInt(a), true);
-    new DataView(rb.buffer).setUint32(4 * i, a, true);
-  });
-  const sig = (t: Uint8Array) => String.fromCharCode(...t.subarray(0, 4));
-  const blobs: PlacedBlob[] = [
-    { addr: rsdpAddr, bytes: rsdp(rsdtAddr, xsdtAddr) },
-    { addr: xsdtAddr, bytes: sdt("XSDT", 1, xb) },
-    { addr: rsdtAddr, bytes: sdt("RSDT", 1, rb) },
-    { addr: fadtAddr, bytes: fadtBytes },
-    { addr: facsAddr, bytes: facs() },
-    { addr: madtAddr, bytes: madtBytes },
-    ...extra.map((t, i) => ({ addr: extraAddrs[i]!, bytes: t })),
-    { addr: dsdtAddr, bytes: dsdtBytes },
-  ];
-  const tables = blobs.map((b) => ({ signature: b.addr === rsdpAddr ? "RSD PTR " : sig(b.bytes), addr: b.addr, length: b.bytes.length }));
-  return { blobs, rsdp: rsdpAddr, tables, end: cur };
+function fromLegacy(o: LegacyAcpiOptions): PlatformDescription {
+  const p = describePlatform({ cpus: o.cpus, ...(o.apicIds ? { apicIds: o.apicIds } : {}), ...(o.pm1aEvt !== undefined ? { pmBase: o.pm1aEvt } : {}), ...(o.century !== undefined ? { century: o.century } : {}) });
+  if (o.pm1aCnt !== undefined && o.pm1aCnt !== p.pm.base + 4) throw new RangeError("ACPI: PM1a_CNT must be the PM base + 4");
+  return { ...p, sciIrq: o.sciIrq ?? p.sciIrq, reset: o.reset ?? p.reset, extra: { root: o.dsdt ?? [] }, tables: o.tables ?? [] };
+}
+
+/** Build and place the tables of a platform (direct kernel boot); `acpi.set` feeds buildTableLoader(). */
+export function buildAcpi(p: PlatformDescription | LegacyAcpiOptions, place: Placement = {}): Acpi {
+  if (!("pci" in p)) return placeAcpi(buildAcpiTables(fromLegacy(p)), { base: p.base ?? place.base, limit: p.limit ?? place.limit });
+  return placeAcpi(buildAcpiTables(p), place);
 }
 
 /** Write the tables into guest memory (bounds-checked); returns the RSDP address. */

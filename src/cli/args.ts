@@ -8,6 +8,7 @@ import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { CONFIG_EXIT_CODE, readConfigLayer, resolveLayers, type Layer, type Setting } from "../config/load.ts";
 import { describeKeys, PCI_DEVICES } from "../config/schema.ts";
+import { parseFwCfgArg } from "../fwcfg/config.ts";
 import { parseBool } from "../config/size.ts";
 import type { VmConfig } from "../config/types.ts";
 
@@ -47,7 +48,8 @@ Commands:
   tsbhyve demo [options]            boot the built-in default guest (flags override it)
 
 Precedence: defaults < guest.toml < -o key=value < specific flags. -c replaces all of cpus/sockets/cores/threads,
--s replaces that slot's whole pci.B.S.F table, -l bootrom and -k replace the other boot method.
+-s replaces that slot's whole pci.B.S.F table, -l bootrom and -k replace the other boot method,
+-f adds fw_cfg files to the config file's [[fw_cfg]] list (an entry of the same name is replaced).
 A config file is optional: flags must then give a boot method (-l bootrom,FILE or -k KERNEL).
 hostbridge (pci.0.0.0) and lpc (pci.0.31.0) are added unless the config has one (or the slot is taken). Errors exit with status 4.
 Note: unlike bhyve(8), -k takes a kernel, not a key=value config file (use a TOML file instead).
@@ -80,6 +82,7 @@ function buildProgram(): Command {
     .option("-H, --vmexit-on-hlt", "exit to the host on HLT (x86.vmexit_on_hlt)")
     .option("-u, --utc", "RTC keeps UTC (rtc.use_localtime=false)")
     .option("-U, --uuid <uuid>", "SMBIOS system UUID")
+    .option("-f, --fw-cfg <name,string=text|name,file=path>", "add a fw_cfg file (repeatable; fw_cfg key)", collect)
     .option("-w, --ignore-msrs", "ignore unimplemented MSRs (x86.strictmsr=false)")
     .option("-Y, --without-mptable", "no MP table (x86.mptable=false)")
     .option("-A, --acpi", "generate ACPI tables (always on; accepted for bhyve compatibility)")
@@ -187,6 +190,10 @@ function flagLayers(o: Opts, vmname: string | undefined, cwd: string): Layer[] {
   if (o.vmexitOnHlt) set("x86.vmexit_on_hlt", true, "-H");
   if (o.utc) set("rtc.use_localtime", false, "-u");
   if (typeof o.uuid === "string") set("uuid", o.uuid, `-U ${o.uuid}`);
+  for (const spec of (o.fwCfg as string[] | undefined) ?? []) {
+    if (!parseFwCfgArg(spec)) throw new UsageError(`-f ${spec}: expected name,string=TEXT or name,file=PATH`);
+    set("fw_cfg", spec, `-f ${spec}`);
+  }
   if (o.ignoreMsrs) set("x86.strictmsr", false, "-w");
   if (o.withoutMptable) set("x86.mptable", false, "-Y");
   if (vmname !== undefined) set("name", vmname, vmname);

@@ -29,7 +29,7 @@ export function configToTree(cfg: VmConfig): Record<string, unknown> {
     acpi_tables: cfg.acpiTables,
     destroy_on_poweroff: cfg.destroyOnPoweroff,
   };
-  if (cfg.uuid) tree.uuid = cfg.uuid;
+  tree.uuid = cfg.uuid;
   tree.memory = { size: formatSize(cfg.memory.size), wired: cfg.memory.wired };
   tree.rtc = { use_localtime: cfg.rtcLocaltime };
   tree.x86 = {
@@ -41,7 +41,22 @@ export function configToTree(cfg: VmConfig): Record<string, unknown> {
   };
   if (cfg.boot) tree.boot = { kernel: cfg.boot.kernel, ...(cfg.boot.initrd ? { initrd: cfg.boot.initrd } : {}), cmdline: cfg.boot.cmdline };
   if (Object.keys(lpc).length) tree.lpc = lpc;
+  const sm = cfg.smbios;
+  tree.bios = { vendor: sm.bios.vendor, version: sm.bios.version, release_date: sm.bios.releaseDate };
+  tree.system = {
+    manufacturer: sm.system.manufacturer, product_name: sm.system.productName, version: sm.system.version,
+    serial_number: sm.system.serialNumber, sku: sm.system.sku, family_name: sm.system.familyName,
+  };
+  tree.board = {
+    manufacturer: sm.board.manufacturer, product_name: sm.board.productName, version: sm.board.version,
+    serial_number: sm.board.serialNumber, asset_tag: sm.board.assetTag, location: sm.board.location,
+  };
+  tree.chassis = {
+    manufacturer: sm.chassis.manufacturer, version: sm.chassis.version, serial_number: sm.chassis.serialNumber,
+    asset_tag: sm.chassis.assetTag, sku: sm.chassis.sku,
+  };
   tree.pci = pci;
+  if (cfg.fwcfg.length) tree.fw_cfg = cfg.fwcfg.map((f) => ({ ...f }));
   return tree;
 }
 

@@ -8,11 +8,13 @@
  * - pci: hostbridge at 0.0.0 and lpc at 0.31.0 are added unless present (see DEFAULT_PCI).
  */
 import { ConfigError, type ConfigIssue, type Layer, type Origin, type Setting } from "./errors.ts";
+import { isFwCfgKey, resolveFwCfg } from "../fwcfg/config.ts";
+import { defaultVmUuid } from "../smbios/uuid.ts";
 import { resolvePci } from "./pci.ts";
 import { BOOTROM_MAX, coerce, KEY_MAP, KEYS } from "./schema.ts";
-import { formatSize } from "./size.ts";
+import { formatSize, parseInteger } from "./size.ts";
 import { statSync } from "node:fs";
-import type { ChardevSpec, VmConfig } from "./types.ts";
+import type { ChardevSpec, SmbiosStrings, VmConfig } from "./types.ts";
 
 export interface Resolved {
   config: VmConfig;
@@ -78,6 +80,7 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
   const pciSettings: Setting[] = [];
   for (const s of merged.values()) {
     if (s.key === "pci" || s.key.startsWith("pci.")) { pciSettings.push(s); continue; }
+    if (isFwCfgKey(s.key)) continue; // collected over all layers below
     const def = KEY_MAP.get(s.key);
     if (!def) {
       const why = unknownKey(s.key, s.table);
@@ -133,6 +136,8 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
 
   const com: (ChardevSpec | undefined)[] = [1, 2, 3, 4].map((n) => get<ChardevSpec | undefined>(`lpc.com${n}.path`));
   const pci = resolvePci(pciSettings, report);
+  checkBootindex(pci, pciSettings, report);
+  const fwcfg = resolveFwCfg(layers, report);
   const hasLpc = Object.values(pci).some((d) => d.device === "lpc");
   if (!hasLpc) {
     for (const k of ["lpc.com1.path", "lpc.com2.path", "lpc.com3.path", "lpc.com4.path"]) {
@@ -156,6 +161,9 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
     destroyOnPoweroff: get("destroy_on_poweroff"),
     pcTestdev: get("lpc.pc-testdev"),
     rtcLocaltime: get("rtc.use_localtime"),
+    uuid: (get<string | undefined>("uuid") ?? defaultVmUuid(get("name"))).toLowerCase(),
+    smbios: smbiosStrings(get),
+    fwcfg,
     x86: {
       strictio: get("x86.strictio"),
       strictmsr: get("x86.strictmsr"),
@@ -168,7 +176,45 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
   if (bootrom) config.bootrom = bootrom;
   if (bootvars) config.bootvars = bootvars;
   if (kernel) config.boot = { kernel, cmdline: get("boot.cmdline"), ...(initrd ? { initrd } : {}) };
-  const uuid = get<string | undefined>("uuid");
-  if (uuid) config.uuid = uuid.toLowerCase();
   return { config, dump: get("config.dump") };
+}
+
+function smbiosStrings(get: <T>(k: string) => T): SmbiosStrings {
+  return {
+    bios: { vendor: get("bios.vendor"), version: get("bios.version"), releaseDate: get("bios.release_date") },
+    system: {
+      manufacturer: get("system.manufacturer"), productName: get("system.product_name"), version: get("system.version"),
+      serialNumber: get("system.serial_number"), sku: get("system.sku"), familyName: get("system.family_name"),
+    },
+    board: {
+      manufacturer: get("board.manufacturer"), productName: get("board.product_name"), version: get("board.version"),
+      serialNumber: get("board.serial_number"), assetTag: get("board.asset_tag"), location: get("board.location"),
+    },
+    chassis: {
+      manufacturer: get("chassis.manufacturer"), version: get("chassis.version"), serialNumber: get("chassis.serial_number"),
+      assetTag: get("chassis.asset_tag"), sku: get("chassis.sku"),
+    },
+  };
+}
+
+/**
+ * pci.B.S.F.bootindex (bhyve): an integer >= 0, unique; the devices with one form the fw_cfg "bootorder"
+ * file in increasing order (src/fwcfg/bootorder.ts). The value is normalised to a number.
+ */
+function checkBootindex(pci: VmConfig["pci"], settings: readonly Setting[], report: Report): void {
+  const used = new Map<number, string>();
+  for (const [id, table] of Object.entries(pci)) {
+    if (table.bootindex === undefined) continue;
+    const key = `pci.${id}.bootindex`;
+    const origin = settings.find((s) => s.key === key)?.origin;
+    const n = parseInteger(table.bootindex);
+    if (n === undefined || n < 0 || n > 0xffff) {
+      report(origin, key, `expected an integer 0-65535, got ${JSON.stringify(table.bootindex)}`);
+      continue;
+    }
+    const other = used.get(n);
+    if (other) report(origin, key, `bootindex ${n} is already used by pci.${other}`);
+    used.set(n, id);
+    table.bootindex = n;
+  }
 }

@@ -31,6 +31,15 @@ export interface KeyDef {
 }
 
 const MAX_CPUS = 255;
+/** Longest fw_cfg file name (the directory entry holds 56 bytes including the NUL). */
+export const FWCFG_NAME_MAX = 55;
+/** Largest user fw_cfg file. */
+export const FWCFG_FILE_MAX = 256 * MiB;
+/** fw_cfg file names tsbhyve itself provides (a user file may not take them). */
+export const FWCFG_BUILTIN_NAMES: readonly string[] = [
+  "bootorder", "etc/e820", "etc/smbios/smbios-tables", "etc/smbios/smbios-anchor", "opt/bhyve/hw.ncpu",
+  "etc/acpi/tables", "etc/acpi/rsdp", "etc/table-loader",
+];
 /** Boot ROM region: [4 GiB - 16 MiB, 4 GiB). */
 export const BOOTROM_MAX = 16 * MiB;
 
@@ -42,6 +51,13 @@ function checkBootrom(st: Stats): string | undefined {
 }
 
 const topo = (key: string, doc: string): KeyDef => ({ key, type: "int", min: 1, max: MAX_CPUS, doc });
+
+/** SMBIOS string keys: printable text (UTF-8), at most 64 characters; "" = not specified. */
+const SMBIOS_TEXT = /^[^\u0000-\u001f\u007f]{0,64}$/u;
+const smbios = (key: string, dflt: string, doc: string): KeyDef => ({
+  key, type: "string", default: dflt, pattern: SMBIOS_TEXT, patternDoc: "text of at most 64 characters without control characters",
+  doc: `SMBIOS ${doc}`,
+});
 
 const com = (n: number): KeyDef => ({
   key: `lpc.com${n}.path`, type: "chardev",
@@ -71,7 +87,29 @@ export const KEYS: readonly KeyDef[] = [
   { key: "destroy_on_poweroff", type: "bool", default: false, doc: "destroy the VM when the guest powers off" },
   { key: "rtc.use_localtime", type: "bool", default: true, doc: "RTC keeps local time (false: UTC)" },
   { key: "uuid", type: "string", pattern: /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/,
-    patternDoc: "a UUID like 01234567-89ab-cdef-0123-456789abcdef", doc: "SMBIOS system UUID (default: derived)" },
+    patternDoc: "a UUID like 01234567-89ab-cdef-0123-456789abcdef",
+    doc: "SMBIOS system UUID (default: a version-5 UUID of the VM name, the same on every run)" },
+  smbios("bios.vendor", "tsbhyve", "BIOS vendor (type 0)"),
+  smbios("bios.version", "1.0", "BIOS version (type 0; a leading X.Y also sets the release numbers)"),
+  { key: "bios.release_date", type: "string", default: "01/01/2025", pattern: /^(0[1-9]|1[0-2])\/(0[1-9]|[12][0-9]|3[01])\/(\d{2}|\d{4})$/,
+    patternDoc: "a date mm/dd/yyyy (or mm/dd/yy)", doc: "SMBIOS BIOS release date, mm/dd/yyyy (type 0)" },
+  smbios("system.manufacturer", "tsbhyve", "system manufacturer (type 1)"),
+  smbios("system.product_name", "tsbhyve VM", "system product name (type 1)"),
+  smbios("system.version", "1.0", "system version (type 1)"),
+  smbios("system.serial_number", "None", "system serial number (type 1)"),
+  smbios("system.sku", "None", "system SKU number (type 1)"),
+  smbios("system.family_name", "Virtual Machine", "system family (type 1)"),
+  smbios("board.manufacturer", "tsbhyve", "baseboard manufacturer (type 2)"),
+  smbios("board.product_name", "tsbhyve VM", "baseboard product (type 2)"),
+  smbios("board.version", "1.0", "baseboard version (type 2)"),
+  smbios("board.serial_number", "None", "baseboard serial number (type 2)"),
+  smbios("board.asset_tag", "None", "baseboard asset tag (type 2)"),
+  smbios("board.location", "None", "baseboard location in chassis (type 2)"),
+  smbios("chassis.manufacturer", "tsbhyve", "chassis manufacturer (type 3)"),
+  smbios("chassis.version", "1.0", "chassis version (type 3)"),
+  smbios("chassis.serial_number", "None", "chassis serial number (type 3)"),
+  smbios("chassis.asset_tag", "None", "chassis asset tag (type 3)"),
+  smbios("chassis.sku", "None", "chassis SKU number (type 3)"),
   { key: "x86.strictio", type: "bool", default: false, doc: "exit on accesses to unemulated I/O ports" },
   { key: "x86.strictmsr", type: "bool", default: true, doc: "inject #GP on accesses to unimplemented MSRs" },
   { key: "x86.mptable", type: "bool", default: true, doc: "generate an MP table" },
@@ -189,7 +227,9 @@ export function coerce(def: KeyDef, raw: unknown, baseDir: string): Parsed<unkno
 export function describeKeys(): string {
   const rows = KEYS.map((d) => [d.key, d.type, d.default === undefined ? "-" : d.default === "" ? '""' : String(d.default), d.doc]);
   rows.push(["pci.B.S.F.device", "enum", "-", "PCI device at bus B (0-255), slot S (0-31), function F (0-7); " +
-    "other keys of the table are the device's options"]);
+    "other keys of the table are the device's options (bootindex = N: boot order for firmware)"]);
+  rows.push(["fw_cfg", "array", "-", `extra fw_cfg files: [[fw_cfg]] name = "opt/x" and file = PATH or string = TEXT ` +
+    `(-f name,file=PATH | name,string=TEXT); name 1-${FWCFG_NAME_MAX} chars, not a built-in file`]);
   const header = ["key", "type", "default", "meaning"];
   const w = [0, 1, 2].map((c) => Math.max(...[header, ...rows].map((r) => r[c]!.length)));
   const fmt = (r: string[]) => `  ${r[0]!.padEnd(w[0]!)}  ${r[1]!.padEnd(w[1]!)}  ${r[2]!.padEnd(w[2]!)}  ${r[3]}`;

@@ -20,6 +20,22 @@ export interface BootKernel {
   cmdline: string;
 }
 
+/** SMBIOS strings (bhyve's bios.*, system.*, board.*, chassis.* keys); "" = not specified. */
+export interface SmbiosStrings {
+  bios: { vendor: string; version: string; releaseDate: string };
+  system: { manufacturer: string; productName: string; version: string; serialNumber: string; sku: string; familyName: string };
+  board: { manufacturer: string; productName: string; version: string; serialNumber: string; assetTag: string; location: string };
+  chassis: { manufacturer: string; version: string; serialNumber: string; assetTag: string; sku: string };
+}
+
+/** A user fw_cfg file (bhyve's -f name,file=PATH | name,string=TEXT; TOML [[fw_cfg]]): exactly one of file/string. */
+export interface FwCfgUserFile {
+  name: string;
+  /** absolute path, read when the VM starts */
+  file?: string;
+  string?: string;
+}
+
 export interface VmConfig {
   name: string;
   cpus: number;
@@ -41,7 +57,11 @@ export interface VmConfig {
   /** lpc.pc-testdev: the test device of tsbhyve's payload tests */
   pcTestdev: boolean;
   rtcLocaltime: boolean;
-  uuid?: string;
+  /** SMBIOS system UUID, lower case: the `uuid` key, else derived from the name (src/smbios/uuid.ts) */
+  uuid: string;
+  smbios: SmbiosStrings;
+  /** user fw_cfg files in the order given (later layers replace entries of the same name) */
+  fwcfg: FwCfgUserFile[];
   x86: { strictio: boolean; strictmsr: boolean; mptable: boolean; vmexitOnHlt: boolean; verbosemsr: boolean };
   /** Where the config came from (for messages). */
   source: string;

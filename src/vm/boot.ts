@@ -6,15 +6,17 @@
  *     (bzImage, initrd, command line, e820) with the BSP entering the 64-bit kernel directly.
  */
 import type { VmConfig } from "../config/types.ts";
-import { buildAcpi, writeAcpi } from "../acpi/tables.ts";
+import { writeAcpi } from "../acpi/tables.ts";
 import { buildE820 } from "../loader/e820.ts";
 import { formatLinuxBoot, loadLinux } from "../loader/linux.ts";
 import { writeMptable } from "../loader/mptable.ts";
 import type { GuestMemory } from "../mem/guest-memory.ts";
-import { apicId, buildCpuid, type Topology } from "../vcpu/cpuid.ts";
+import { buildCpuid, type Topology } from "../vcpu/cpuid.ts";
 import { initialMsrs } from "../vcpu/msr.ts";
 import type { VmHandle } from "../vmm/index.ts";
-import { PLATFORM } from "./devices.ts";
+import { ramLayout } from "../mem/guest-memory.ts";
+import { buildSmbios, writeSmbios } from "../smbios/smbios.ts";
+import { acpiFor, apicIds } from "./describe.ts";
 
 const topology = (cfg: VmConfig): Topology => ({ sockets: cfg.sockets, cores: cfg.cores, threads: cfg.threads });
 
@@ -29,17 +31,11 @@ export function setupVcpus(vm: VmHandle, cfg: VmConfig): void {
   }
 }
 
-/** Platform tables for a guest without firmware: MP table and/or ACPI. Returns the RSDP address. */
+/** Platform tables for a guest without firmware: MP table, SMBIOS, ACPI. Returns the RSDP address. */
 export function writePlatformTables(cfg: VmConfig, mem: GuestMemory): number | undefined {
-  const topo = topology(cfg);
-  const apicIds = Array.from({ length: cfg.cpus }, (_, i) => apicId(i, topo));
-  if (cfg.x86.mptable) writeMptable(mem, { cpus: cfg.cpus, apicIds });
-  if (!cfg.acpiTables) return undefined;
-  const acpi = buildAcpi({
-    cpus: cfg.cpus, apicIds, sciIrq: PLATFORM.sciGsi, pm1aEvt: PLATFORM.pmBase, pm1aCnt: PLATFORM.pmBase + 4,
-    century: 0, // no RTC yet (the platform issue adds CMOS)
-  });
-  return writeAcpi(mem, acpi);
+  if (cfg.x86.mptable) writeMptable(mem, { cpus: cfg.cpus, apicIds: apicIds(cfg) });
+  writeSmbios(mem, buildSmbios(cfg, ramLayout(cfg.memory.size)));
+  return cfg.acpiTables ? writeAcpi(mem, acpiFor(cfg)) : undefined;
 }
 
 export async function loadGuest(vm: VmHandle, cfg: VmConfig, mem: GuestMemory, log: (m: string) => void): Promise<void> {

@@ -11,16 +11,11 @@ import { createI8042 } from "../devices/i8042.ts";
 import { createPost } from "../devices/post.ts";
 import { createReset } from "../devices/reset.ts";
 import { createTestdev } from "../devices/testdev.ts";
+import { createFwCfg } from "../fwcfg/device.ts";
 import { COM_PORTS, createUart } from "../devices/uart16550.ts";
+import { IRQ, PORTS } from "../platform/map.ts";
 import type { Prepared } from "./prepare.ts";
 
-/** Platform I/O addresses shared by the devices and the ACPI tables that describe them. */
-export const PLATFORM = {
-  /** PM1a event block (PM1a_CNT = +4). 0x600 as a PIIX4 PM function under stock firmware has it,
-   * which also keeps 0x402 free for the firmware debug console. */
-  pmBase: 0x600,
-  sciGsi: 9,
-} as const;
 
 export interface DeviceEntry {
   readonly name: string;
@@ -36,11 +31,15 @@ export const DEVICE_TABLE: readonly DeviceEntry[] = [
   },
   {
     name: "acpi-pm", doc: "ACPI PM1 event/control blocks: S5 power-off, power button, SCI",
-    create: (ctx) => [createAcpiPm(ctx, { base: PLATFORM.pmBase, sciGsi: PLATFORM.sciGsi })],
+    create: (ctx) => [createAcpiPm(ctx, { base: PORTS.pmBase, sciGsi: IRQ.sci })],
   },
   { name: "reset", doc: "reset control 0xCF9 and port 0x92", create: (ctx) => [createReset(ctx)] },
   { name: "i8042", doc: "minimal i8042 keyboard controller (0x60/0x64): reset line, keyboard probe answers", create: (ctx) => [createI8042(ctx)] },
   { name: "post", doc: "POST code port 0x80 and the 0x402 debug console", create: (ctx) => [createPost(ctx)] },
+  {
+    name: "fwcfg", doc: "QEMU fw_cfg 0x510/0x511 + DMA 0x514: e820, ACPI table-loader, SMBIOS, bootorder, hw.ncpu, user files",
+    create: (ctx, _cfg, prep) => [createFwCfg(ctx, prep.fwcfg)],
+  },
   {
     name: "pc-testdev", doc: "test device for payload tests: 0xE0 counter, 0xF4 exit (lpc.pc-testdev)",
     create: (ctx, cfg) => (cfg.pcTestdev ? [createTestdev(ctx)] : []),

@@ -5,6 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildAcpi, writeAcpi, sdt, FADT, FadtFlag, SLP_TYP_S5, ACPI_BASE, type Acpi } from "../../src/acpi/tables.ts";
 import { name, pkg } from "../../src/acpi/aml.ts";
+import { describePlatform } from "../../src/acpi/platform.ts";
+
+/** An HPET GCAP_ID low dword: vendor 0x8086, legacy-replacement capable, 64-bit, 3 timers, rev 1. */
+const HPET_CAP = 0x8086a201;
 import { sum8 } from "../../src/loader/blob.ts";
 import { buildMptable } from "../../src/loader/mptable.ts";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
@@ -81,12 +85,16 @@ describe("ACPI tables", () => {
       expect(sum8(b.bytes)).toBe(0);
     }
     expect(acpi.end).toBeLessThanOrEqual(0x100000);
-    expect(acpi.tables.map((t) => t.signature)).toEqual(["RSD PTR ", "XSDT", "RSDT", "FACP", "FACS", "APIC", "DSDT"]);
+    expect(acpi.tables.map((t) => t.signature)).toEqual(["RSD PTR ", "XSDT", "RSDT", "FACP", "FACS", "APIC", "MCFG", "SPCR", "DSDT"]);
+    const full = buildAcpi(describePlatform({ cpus: 2, hpetCapabilities: HPET_CAP }));
+    expect(full.tables.map((t) => t.signature)).toEqual(["RSD PTR ", "XSDT", "RSDT", "FACP", "FACS", "APIC", "HPET", "MCFG", "SPCR", "DSDT"]);
   });
 
   test("RSDP -> XSDT -> tables chain walks in guest memory", () => {
     const w = walk(place(buildAcpi({ cpus: 2 })));
-    expect([...w.tables.keys()].sort()).toEqual(["APIC", "FACP"]);
+    expect([...w.tables.keys()].sort()).toEqual(["APIC", "FACP", "MCFG", "SPCR"]);
+    const w2 = walk(place(buildAcpi(describePlatform({ cpus: 2, hpetCapabilities: HPET_CAP, com: [false, true] }))));
+    expect([...w2.tables.keys()].sort()).toEqual(["APIC", "FACP", "HPET", "MCFG"]); // no COM1: no SPCR
   });
 
   test("FADT fields at their spec offsets", () => {
@@ -96,15 +104,18 @@ describe("ACPI tables", () => {
     expect(m.read8(f + 8)).toBe(6);
     expect(m.read16(f + 46)).toBe(9); // SCI_INT
     expect(m.read32(f + 48)).toBe(0); // SMI_CMD: already in ACPI mode
-    expect(m.read32(f + 56)).toBe(0x400); // PM1a_EVT_BLK
-    expect(m.read32(f + 0x40)).toBe(0x404); // PM1a_CNT_BLK at 64
-    expect(m.read32(f + 76)).toBe(0); // PM_TMR_BLK
+    expect(m.read32(f + 56)).toBe(0x600); // PM1a_EVT_BLK (PORTS.pmBase)
+    expect(m.read32(f + 0x40)).toBe(0x604); // PM1a_CNT_BLK at 64
+    expect(m.read32(f + 76)).toBe(0x608); // PM_TMR_BLK = PM base + 8
+    expect(m.read32(f + 80)).toBe(0x60c); // GPE0_BLK = PM base + 0xC
     expect(m.read8(f + 88)).toBe(4);
     expect(m.read8(f + 89)).toBe(2);
-    expect(m.read8(f + 91)).toBe(0);
+    expect(m.read8(f + 91)).toBe(4); // PM_TMR_LEN
+    expect(m.read8(f + 92)).toBe(4); // GPE0_BLK_LEN
+    expect(m.read8(f + 108)).toBe(0x32); // century
     expect(m.read16(f + 109)).toBe(3); // legacy devices + 8042
     const flags = m.read32(f + 112);
-    for (const fl of [FadtFlag.WBINVD, FadtFlag.PROC_C1, FadtFlag.SLP_BUTTON, FadtFlag.RESET_REG_SUP]) expect(flags & fl).toBe(fl);
+    for (const fl of [FadtFlag.WBINVD, FadtFlag.PROC_C1, FadtFlag.SLP_BUTTON, FadtFlag.RESET_REG_SUP, FadtFlag.TMR_VAL_EXT]) expect(flags & fl).toBe(fl);
     expect(flags & FadtFlag.HW_REDUCED_ACPI).toBe(0);
     expect(flags & FadtFlag.PWR_BUTTON).toBe(0); // fixed-feature power button
     // RESET_REG: GAS at 116 (SystemIO, 8 bits, byte access, 0xCF9), value 6 at 128
@@ -113,10 +124,53 @@ describe("ACPI tables", () => {
     expect(m.read8(f + 128)).toBe(6);
     // X_PM1a_EVT_BLK (148) and X_PM1a_CNT_BLK (172)
     expect([m.read8(f + 148), m.read8(f + 149)]).toEqual([1, 32]);
-    expect(m.read64(f + 152)).toBe(0x400n);
+    expect(m.read64(f + 152)).toBe(0x600n);
     expect([m.read8(f + 172), m.read8(f + 173)]).toEqual([1, 16]);
-    expect(m.read64(f + 176)).toBe(0x404n);
-    expect(m.read64(f + 208 + 4)).toBe(0n); // no X_PM_TMR_BLK
+    expect(m.read64(f + 176)).toBe(0x604n);
+    // X_PM_TMR_BLK (208): SystemIO, 32 bits, dword access; X_GPE0_BLK (220): 32 bits, byte access
+    expect([...m.readBytes(f + 208, 4)]).toEqual([1, 32, 0, 3]);
+    expect(m.read64(f + 212)).toBe(0x608n);
+    expect([...m.readBytes(f + 220, 4)]).toEqual([1, 32, 0, 1]);
+    expect(m.read64(f + 224)).toBe(0x60cn);
+  });
+
+  test("FADT follows the description: PM base, century, no timer, no i8042", () => {
+    const p = describePlatform({ cpus: 1, pmBase: 0xb000, century: 0 });
+    const m = place(buildAcpi({ ...p, pm: { base: 0xb000, timer: false }, keyboard: undefined }));
+    const { fadt: f } = walk(m);
+    expect(m.read32(f + 56)).toBe(0xb000);
+    expect(m.read32(f + 64)).toBe(0xb004);
+    expect(m.read32(f + 76)).toBe(0);
+    expect(m.read8(f + 91)).toBe(0);
+    expect(m.read32(f + 112) & FadtFlag.TMR_VAL_EXT).toBe(0);
+    expect(m.read32(f + 80)).toBe(0xb00c);
+    expect(m.read8(f + 108)).toBe(0);
+    expect(m.read16(f + 109)).toBe(1); // legacy devices, no 8042
+  });
+
+  test("HPET, MCFG and SPCR contents", () => {
+    const m = place(buildAcpi(describePlatform({ cpus: 2, hpetCapabilities: HPET_CAP })));
+    const w = walk(m);
+    const h = w.tables.get("HPET")!;
+    expect(m.read32(h + 4)).toBe(56);
+    expect(m.read32(h + 36)).toBe(HPET_CAP);
+    expect(m.read8(h + 40)).toBe(0); // system memory
+    expect(m.read64(h + 44)).toBe(0xfed00000n);
+    expect(m.read8(h + 52)).toBe(0);
+    expect(m.read16(h + 53)).toBe(0x80);
+    const c = w.tables.get("MCFG")!;
+    expect(m.read32(c + 4)).toBe(60);
+    expect(m.read64(c + 44)).toBe(0xe0000000n);
+    expect([m.read16(c + 52), m.read8(c + 54), m.read8(c + 55)]).toEqual([0, 0, 255]);
+    const s = w.tables.get("SPCR")!;
+    expect(m.read32(s + 4)).toBe(80);
+    expect(m.read8(s + 8)).toBe(2); // revision 2
+    expect(m.read8(s + 36)).toBe(0); // 16550
+    expect([...m.readBytes(s + 40, 4)]).toEqual([1, 8, 0, 1]);
+    expect(m.read64(s + 44)).toBe(0x3f8n);
+    expect([m.read8(s + 52), m.read8(s + 53), m.read32(s + 54)]).toEqual([3, 4, 4]);
+    expect([m.read8(s + 58), m.read8(s + 59), m.read8(s + 60), m.read8(s + 61)]).toEqual([7, 0, 1, 0]); // 115200 8N1
+    expect([m.read16(s + 64), m.read16(s + 66)]).toEqual([0xffff, 0xffff]);
   });
 
   for (const cpus of [1, 3, 16]) {
@@ -192,7 +246,8 @@ describe("ACPI tables vs iasl -d", () => {
   test("every table disassembles without warnings or errors", () => {
     const dir = mkdtempSync(join(tmpdir(), "tsbhyve-acpi-"));
     const cpus = 4;
-    const acpi = buildAcpi({ cpus });
+    const acpi = buildAcpi(describePlatform({ cpus, hpetCapabilities: HPET_CAP, com: [true, true], ramSize: 8 * 2 ** 30, slots: [{ slot: 3, pins: [1] }, { slot: 4, pins: [1, 2] }] }));
+    const seen: string[] = [];
     for (const [i, b] of acpi.blobs.entries()) {
       const sig = acpi.tables[i]!.signature;
       if (sig === "RSD PTR ") continue; // iasl -d does not take a bare RSDP; checked by walk()
@@ -209,6 +264,12 @@ describe("ACPI tables vs iasl -d", () => {
       if (sig === "APIC") expect(text.match(/Subtable Type/g)!.length).toBe(cpus + 1 + 2 + 1);
       if (sig === "DSDT") expect(text).toMatch(/Name \(\\_S5, Package \(0x04\)[\s\S]*0x05,\s*0x05,\s*Zero,\s*Zero/);
       if (sig === "FACP") expect(text).toMatch(/Value to cause reset : 06/);
+      if (sig === "FACP") expect(text).toMatch(/PM Timer Block Address : 00000608/);
+      if (sig === "HPET") expect(text).toMatch(/Address : 00000000FED00000/);
+      if (sig === "MCFG") expect(text).toMatch(/Base Address : 00000000E0000000[\s\S]*End Bus Number : FF/);
+      if (sig === "SPCR") expect(text).toMatch(/Baud Rate : 07/);
+      seen.push(sig);
     }
+    expect(seen).toEqual(["XSDT", "RSDT", "FACP", "FACS", "APIC", "HPET", "MCFG", "SPCR", "DSDT"]);
   });
 });

@@ -155,3 +155,22 @@ describe("command-line errors", () => {
     expect(fails(["-l", "bootrom,rom.fd,fwcfg=qemu", "vm"]).message).toContain("lpc.fwcfg: unknown key");
   });
 });
+
+describe("-f fw_cfg files", () => {
+  writeFileSync(join(dir, "fw.bin"), "fw");
+  test("-f adds to the file's list, same name replaces, -o works too", () => {
+    const g = join(dir, "fw.toml");
+    writeFileSync(g, `lpc.bootrom = "rom.fd"\n[[fw_cfg]]\nname = "opt/a"\nstring = "from file"\n[[fw_cfg]]\nname = "opt/b"\nstring = "b"\n`);
+    const c = run(g, "-f", "opt/a,string=from flag, with comma", "-f", "opt/c,file=fw.bin", "-o", "fw_cfg=opt/d,string=o").config!;
+    expect(c.fwcfg).toEqual([
+      { name: "opt/a", string: "from flag, with comma" }, { name: "opt/b", string: "b" },
+      { name: "opt/d", string: "o" }, { name: "opt/c", file: join(dir, "fw.bin") },
+    ]);
+  });
+  test("-f errors", () => {
+    expect(fails([GUEST, "-f", "opt/x"]).message).toContain("-f opt/x: expected name,string=TEXT or name,file=PATH");
+    expect(fails([GUEST, "-f", "opt/x,data=1"])).toBeInstanceOf(UsageError);
+    expect(fails([GUEST, "-f", "opt/x,file=nope.bin"]).message).toBe(`command line (-f opt/x,file=nope.bin): fw_cfg "opt/x": file not found: ${join(dir, "nope.bin")}`);
+    expect(fails([GUEST, "-f", "opt/x,string=1", "-f", "opt/x,string=2"]).message).toContain(`fw_cfg "opt/x": given twice`);
+  });
+});

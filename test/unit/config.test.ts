@@ -6,6 +6,14 @@ import { dumpConfig } from "../../src/config/dump.ts";
 import { CONFIG_EXIT_CODE, ConfigError, loadConfigFile, loadConfigText } from "../../src/config/load.ts";
 import { describeKeys, KEYS } from "../../src/config/schema.ts";
 import { formatSize, GiB, MiB, parseBool, parseInteger, parseSize } from "../../src/config/size.ts";
+import { defaultVmUuid } from "../../src/smbios/uuid.ts";
+
+const DEFAULT_SMBIOS = {
+  bios: { vendor: "tsbhyve", version: "1.0", releaseDate: "01/01/2025" },
+  system: { manufacturer: "tsbhyve", productName: "tsbhyve VM", version: "1.0", serialNumber: "None", sku: "None", familyName: "Virtual Machine" },
+  board: { manufacturer: "tsbhyve", productName: "tsbhyve VM", version: "1.0", serialNumber: "None", assetTag: "None", location: "None" },
+  chassis: { manufacturer: "tsbhyve", version: "1.0", serialNumber: "None", assetTag: "None", sku: "None" },
+};
 
 const dir = mkdtempSync(join(tmpdir(), "tsbhyve-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,6 +97,9 @@ describe("the documented example and defaults", () => {
       com: [{ kind: "stdio" }, undefined, undefined, undefined],
       pci: { "0.0.0": { device: "hostbridge" }, "0.31.0": { device: "lpc" } },
       acpiTables: true, destroyOnPoweroff: false, pcTestdev: false, rtcLocaltime: true,
+      uuid: defaultVmUuid("vm1"),
+      smbios: DEFAULT_SMBIOS,
+      fwcfg: [],
       x86: { strictio: false, strictmsr: true, mptable: true, vmexitOnHlt: false, verbosemsr: false },
       source: p,
     });
@@ -100,7 +111,9 @@ describe("the documented example and defaults", () => {
     expect(c.memory).toEqual({ size: 256 * MiB, wired: false });
     expect(c.com).toEqual([undefined, undefined, undefined, undefined]);
     expect(c.boot).toBeUndefined();
-    expect(c.uuid).toBeUndefined();
+    expect(c.uuid).toBe(defaultVmUuid("vm"));
+    expect(c.smbios).toEqual(DEFAULT_SMBIOS);
+    expect(c.fwcfg).toEqual([]);
     expect(c.acpiTables && c.rtcLocaltime && c.x86.strictmsr && c.x86.mptable).toBe(true);
   });
   test("every key type from TOML values and bhyve strings", () => {
@@ -291,5 +304,50 @@ describe("describeKeys and dump", () => {
     expect(text).toContain(`size = "1536M"`);
     const again = loadConfigText(text, join(dir, "dump.toml"));
     expect({ ...again, source: c.source }).toEqual(c);
+  });
+});
+
+describe("fw_cfg files, bootindex, SMBIOS keys", () => {
+  writeFileSync(join(dir, "blob.bin"), "blob");
+  test("[[fw_cfg]] entries: file relative to the config, string", () => {
+    const c = withRom(`[[fw_cfg]]\nname = "opt/org.example/a"\nfile = "blob.bin"\n[[fw_cfg]]\nname = "opt/b"\nstring = "x,y=z"\n`);
+    expect(c.fwcfg).toEqual([{ name: "opt/org.example/a", file: join(dir, "blob.bin") }, { name: "opt/b", string: "x,y=z" }]);
+    expect(withRom(`fw_cfg = ["opt/c,string=hi", { name = "opt/d", string = "" }]\n`).fwcfg).toEqual([{ name: "opt/c", string: "hi" }, { name: "opt/d", string: "" }]);
+  });
+  test("fw_cfg errors", () => {
+    const e = errorOf(() => withRom(`[[fw_cfg]]\nname = "${"n".repeat(56)}"\nstring = "x"\n[[fw_cfg]]\nname = "etc/e820"\nstring = "x"\n` +
+      `[[fw_cfg]]\nname = "opt/a"\nfile = "missing.bin"\n[[fw_cfg]]\nname = "opt/b"\nfile = "x"\nstring = "y"\n[[fw_cfg]]\nstring = "y"\n` +
+      `[[fw_cfg]]\nname = "opt/c"\nstring = "1"\n[[fw_cfg]]\nname = "opt/c"\nstring = "2"\n[[fw_cfg]]\nname = "opt/d"\nfile = "."\n[[fw_cfg]]\nname = "opt/e"\ndata = "x"\n`));
+    expect(e).toContain(`fw_cfg "${"n".repeat(56)}": expected a name of at most 55 bytes`);
+    expect(e).toContain(`fw_cfg "etc/e820": is a file tsbhyve provides itself`);
+    expect(e).toContain(`fw_cfg "opt/a": file not found: missing.bin`);
+    expect(e).toContain(`fw_cfg "opt/b": expected exactly one of file = PATH or string = TEXT`);
+    expect(e).toContain(`fw_cfg: expected a name`);
+    expect(e).toContain(`fw_cfg "opt/c": given twice`);
+    expect(e).toContain(`fw_cfg "opt/d": expected a regular file`);
+    expect(e).toContain(`fw_cfg "opt/e": unknown key data`);
+    expect(errorOf(() => withRom(`[fw_cfg]\nname = "opt/x"\nstring = "y"\n`))).toContain("write [[fw_cfg]]");
+    expect(errorOf(() => withRom(`fw_cfg = "opt/x"\n`))).toContain(`fw_cfg: expected [[fw_cfg]] entries`);
+  });
+  test("bootindex: integer >= 0, unique", () => {
+    const c = withRom(`[pci.0.3.0]\ndevice = "hostbridge"\nbootindex = "2"\n`);
+    expect(c.pci["0.3.0"]!.bootindex).toBe(2);
+    const e = errorOf(() => withRom(`[pci.0.3.0]\ndevice = "hostbridge"\nbootindex = 1\n[pci.0.4.0]\ndevice = "hostbridge"\nbootindex = 1\n` +
+      `[pci.0.5.0]\ndevice = "hostbridge"\nbootindex = -1\n`));
+    expect(e).toContain("pci.0.4.0.bootindex: bootindex 1 is already used by pci.0.3.0");
+    expect(e).toContain("pci.0.5.0.bootindex: expected an integer 0-65535, got -1");
+  });
+  test("SMBIOS keys and explicit uuid; dump round-trips them with fw_cfg", () => {
+    const c = withRom(`uuid = "AAAAAAAA-bbbb-cccc-dddd-eeeeeeeeeeee"\n[bios]\nvendor = "V"\nrelease_date = "02/29/24"\n[system]\nsku = ""\n` +
+      `[board]\nlocation = "rack 4"\n[chassis]\nasset_tag = "T-1"\n[[fw_cfg]]\nname = "opt/a"\nfile = "blob.bin"\n[[fw_cfg]]\nname = "opt/b"\nstring = "s"\n`);
+    expect(c.uuid).toBe("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+    expect(c.smbios.bios).toEqual({ vendor: "V", version: "1.0", releaseDate: "02/29/24" });
+    expect([c.smbios.system.sku, c.smbios.board.location, c.smbios.chassis.assetTag]).toEqual(["", "rack 4", "T-1"]);
+    const text = dumpConfig(c);
+    expect(text).toContain("[[fw_cfg]]");
+    const again = loadConfigText(text, join(dir, "dump2.toml"));
+    expect({ ...again, source: c.source }).toEqual(c);
+    // a renamed VM gets another default UUID
+    expect(withRom(`name = "other"`).uuid).not.toBe(withRom("").uuid);
   });
 });

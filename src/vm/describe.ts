@@ -1,0 +1,27 @@
+/**
+ * The platform as the tables describe it (ACPI DSDT/FADT/MADT..., fw_cfg's ACPI files), derived from the
+ * config in one place so the direct-boot copy in guest memory and the firmware copy agree.
+ */
+import { buildAcpi, type Acpi } from "../acpi/tables.ts";
+import { describePlatform, type PlatformDescription } from "../acpi/platform.ts";
+import type { VmConfig } from "../config/types.ts";
+import { apicId } from "../vcpu/cpuid.ts";
+import { PORTS } from "../platform/map.ts";
+
+export function apicIds(cfg: VmConfig): number[] {
+  const topo = { sockets: cfg.sockets, cores: cfg.cores, threads: cfg.threads };
+  return Array.from({ length: cfg.cpus }, (_, i) => apicId(i, topo));
+}
+
+export function describeVm(cfg: VmConfig): PlatformDescription {
+  const p = describePlatform({
+    cpus: cfg.cpus, apicIds: apicIds(cfg), ramSize: cfg.memory.size, com: cfg.com.map(Boolean),
+    pmBase: PORTS.pmBase, century: 0, // no CMOS RTC century register yet
+  });
+  // No PM timer device yet: do not advertise one (a stuck PM timer misleads Linux).
+  return { ...p, pm: { ...p.pm, timer: false } };
+}
+
+export function acpiFor(cfg: VmConfig): Acpi {
+  return buildAcpi(describeVm(cfg));
+}
