@@ -51,7 +51,7 @@ Precedence: defaults < guest.toml < -o key=value < specific flags. -c replaces a
 -s replaces that slot's whole pci.B.S.F table, -l bootrom and -k replace the other boot method,
 -f adds fw_cfg files to the config file's [[fw_cfg]] list (an entry of the same name is replaced).
 A config file is optional: flags must then give a boot method (-l bootrom,FILE or -k KERNEL).
-hostbridge (pci.0.0.0) and lpc (pci.0.31.0) are added unless the config has one (or the slot is taken). Errors exit with status 4.
+hostbridge (pci.0.0.0) and lpc (pci.0.1.0) are added unless the config has one (or the slot is taken). Errors exit with status 4.
 Note: unlike bhyve(8), -k takes a kernel, not a key=value config file (use a TOML file instead).
 `;
 

@@ -19,7 +19,8 @@ const ADDRESS = "expected pci.B.S.F (bus 0-255, slot 0-31, function 0-7)";
  */
 export const DEFAULT_PCI: readonly [string, string, readonly string[]][] = [
   ["0.0.0", "hostbridge", ["hostbridge", "amd_hostbridge"]],
-  ["0.31.0", "lpc", ["lpc"]],
+  // 00:01.0 as on an i440FX/PIIX board: stock OVMF looks for the PIIX4 PM function at 00:01.3
+  ["0.1.0", "lpc", ["lpc"]],
 ];
 
 function setNested(obj: Record<string, unknown>, path: string[], value: unknown): void {

@@ -5,7 +5,7 @@
  * - topology: cpus = sockets*cores*threads; only cpus given -> sockets=cpus, cores=threads=1;
  *   only topology given -> cpus = product; nothing given -> 1.
  * - boot: exactly one of lpc.bootrom and boot.kernel (unless requireBoot is false).
- * - pci: hostbridge at 0.0.0 and lpc at 0.31.0 are added unless present (see DEFAULT_PCI).
+ * - pci: hostbridge at 0.0.0 and lpc at 0.1.0 are added unless present (see DEFAULT_PCI).
  */
 import { ConfigError, type ConfigIssue, type Layer, type Origin, type Setting } from "./errors.ts";
 import { isFwCfgKey, resolveFwCfg } from "../fwcfg/config.ts";
@@ -141,7 +141,7 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
   const hasLpc = Object.values(pci).some((d) => d.device === "lpc");
   if (!hasLpc) {
     for (const k of ["lpc.com1.path", "lpc.com2.path", "lpc.com3.path", "lpc.com4.path"]) {
-      if (merged.has(k)) report(req(k), k, `needs an lpc PCI device (e.g. [pci.0.31.0] device = "lpc")`);
+      if (merged.has(k)) report(req(k), k, `needs an lpc PCI device (e.g. [pci.0.1.0] device = "lpc")`);
     }
   }
 

@@ -131,7 +131,7 @@ export interface PciDeviceDef {
 
 export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   hostbridge: { implemented: true },
-  amd_hostbridge: { implemented: false },
+  amd_hostbridge: { implemented: true },
   lpc: { implemented: true, singleOnBus0: true },
   passthru: { implemented: false },
   "virtio-net": { implemented: false },

@@ -10,6 +10,11 @@
  *   base+2  PM1_EN   16 bits  enables
  *   base+4  PM1_CNT  16 bits  control (SCI_EN, SLP_TYP, SLP_EN)
  *
+ * Relocation: with `follow` (a PmBase, see `sharedPmBase`) the block is a RelocatableDevice whose one
+ * 6-byte range sits wherever the chipset's PM base register says — the PIIX4 PM function's PMBA/PMREGMISC
+ * (src/pci/devices/lpc.ts) — and disappears while the PM I/O space is disabled. Every thread's bus follows
+ * through the shared MapGeneration. Without `follow` the two ranges are fixed at `base`.
+ *
  * The PM timer (base+8) is not here. There is no SMI_CMD (FADT SMI_CMD = 0), so the platform is always
  * in ACPI mode and SCI_EN always reads 1.
  *
@@ -21,10 +26,13 @@
  * anyway does not spin forever on WAK_STS (§16.1.6: OSPM polls WAK_STS after setting SLP_EN), the
  * refused transition is reported as an immediate wake: WAK_STS is set.
  */
+import { sharedMapGeneration, type MapGeneration } from "./bus.ts";
 import type { AccessSize, Device, DeviceContext, Space } from "./device.ts";
-import { defineLayout } from "./state.ts";
+import { defineLayout, type StateArena } from "./state.ts";
 
 export const ACPI_PM_DEFAULT_BASE = 0x400;
+/** Default of the chipset PM base (PORTS.pmBase in src/platform/map.ts). */
+const PM_DEFAULT_BASE = 0x600;
 /** GSI of the SCI (FADT SCI_INT). */
 export const ACPI_SCI_GSI = 9;
 /** SLP_TYP value of our DSDT's \_S5 package. */
@@ -93,9 +101,13 @@ export interface AcpiPmOptions {
   s5SlpTyp?: number;
   /** SCI GSI (default 9). */
   sciGsi?: number;
+  /** Follow the chipset's PM base (relocatable block); `base` is then ignored. */
+  follow?: PmBase;
 }
 
 export interface AcpiPmDevice extends Device {
+  /** Present when the block follows a PmBase (it is then a RelocatableDevice). */
+  readonly mapGeneration?: MapGeneration;
   /**
    * A press of the fixed-hardware power button: set PWRBTN_STS and raise the SCI if PWRBTN_EN.
    * Takes the device lock itself: call it from outside a bus access (e.g. a signal handler on main).
@@ -111,6 +123,56 @@ export function pressPowerButton(pm: AcpiPmDevice): void {
 }
 
 const BYTE_MASK = [0, 0xff, 0xffff, 0, 0xffffffff] as const;
+
+/**
+ * The chipset's ACPI PM I/O base as shared state: one word every thread reads, written by the register
+ * that owns it (PIIX4 PMBA + PMREGMISC.PMIOSE). Devices of the PM block (PM1 here, the PM timer, GPE0)
+ * compute their ranges from `current()` and carry `gen` as their mapGeneration, so every bus follows
+ * when firmware moves the block.
+ *
+ * Encoding of the word: bit 31 "programmed", bit 16 "enabled", bits 15:0 base. A word of 0 (a fresh
+ * arena, or no PM function in the configuration) means "never programmed": the block decodes at the
+ * default base, so a directly booted kernel finds it where the FADT says.
+ */
+export interface PmBase {
+  readonly gen: MapGeneration;
+  readonly defaultBase: number;
+  /** I/O base the PM block decodes at now, or undefined while its I/O space is disabled. */
+  current(): number | undefined;
+  /** Set the decoded base (undefined = disabled) and bump the generation if it changed. */
+  set(base: number | undefined): void;
+  /** Back to "never programmed" (decodes at defaultBase). */
+  reset(): void;
+}
+
+export const pmBaseLayout = defineLayout("pm-base", 1, { word: { type: "i32", count: 1 } });
+const PMB_PROGRAMMED = 0x8000_0000 | 0, PMB_ENABLED = 0x1_0000;
+const pmBases = new WeakMap<StateArena, PmBase>();
+
+/**
+ * The arena's PmBase, allocated on the first call in this thread (the device table is identical in every
+ * thread, so is the block's offset). `defaultBase` is fixed by the first caller.
+ */
+export function sharedPmBase(arena: StateArena, defaultBase: number = PM_DEFAULT_BASE): PmBase {
+  let pb = pmBases.get(arena);
+  if (pb) return pb;
+  const gen = sharedMapGeneration(arena);
+  const w = arena.alloc(pmBaseLayout).s.word;
+  const decode = (v: number): number | undefined =>
+    !(v & PMB_PROGRAMMED) ? defaultBase : v & PMB_ENABLED ? v & 0xffff : undefined;
+  const store = (v: number): void => {
+    const old = Atomics.exchange(w, 0, v);
+    if (decode(old) !== decode(v)) gen.bump();
+  };
+  pb = {
+    gen, defaultBase,
+    current: () => decode(Atomics.load(w, 0)),
+    set: (base) => store(base === undefined ? PMB_PROGRAMMED : PMB_PROGRAMMED | PMB_ENABLED | (base & 0xffff)),
+    reset: () => store(0),
+  };
+  pmBases.set(arena, pb);
+  return pb;
+}
 
 export function createAcpiPm(ctx: DeviceContext, opts: AcpiPmOptions = {}): AcpiPmDevice {
   const base = opts.base ?? ACPI_PM_DEFAULT_BASE;
@@ -159,22 +221,31 @@ export function createAcpiPm(ctx: DeviceContext, opts: AcpiPmOptions = {}): Acpi
     }
   };
 
-  const ranges = [
+  const fixed: Device["ranges"] = [
     { space: "pio" as Space, base: base + PM_REG.PM1_EVT, size: PM_REG.PM1_EVT_LEN },
     { space: "pio" as Space, base: base + PM_REG.PM1_CNT, size: PM_REG.PM1_CNT_LEN },
   ];
-
-  return {
+  const follow = opts.follow;
+  /** Offset of an access from the start of the block (rbase is the start of the range it hit). */
+  const rel = follow ? (_rbase: number, offset: number) => offset : (rbase: number, offset: number) => rbase - base + offset;
+  const dev: AcpiPmDevice = {
     name: "acpi-pm",
-    ranges,
+    mapGeneration: follow?.gen,
+    get ranges() {
+      if (!follow) return fixed;
+      const b = follow.current();
+      return b === undefined ? [] : [{ space: "pio" as Space, base: b, size: PM_REG.PM1_CNT + PM_REG.PM1_CNT_LEN }];
+    },
     lock,
     read(_space, rbase, offset, size) {
-      const whole = rbase === base + PM_REG.PM1_EVT ? evtRead() : cntRead();
-      return (Math.floor(whole / 2 ** (8 * offset)) & BYTE_MASK[size]) >>> 0;
+      const r = rel(rbase, offset);
+      if (r >= PM_REG.PM1_CNT) return (cntRead() >>> (8 * (r - PM_REG.PM1_CNT))) & BYTE_MASK[size];
+      return (Math.floor(evtRead() / 2 ** (8 * r)) & BYTE_MASK[size]) >>> 0;
     },
     write(_space, rbase, offset, size, value) {
-      if (rbase === base + PM_REG.PM1_EVT) evtWrite(offset, size, value >>> 0);
-      else cntWrite(offset, size, value >>> 0);
+      const r = rel(rbase, offset);
+      if (r >= PM_REG.PM1_CNT) cntWrite(r - PM_REG.PM1_CNT, size, value >>> 0);
+      else evtWrite(r, size, value >>> 0);
     },
     powerButton() {
       lock.with(() => {
@@ -186,4 +257,5 @@ export function createAcpiPm(ctx: DeviceContext, opts: AcpiPmOptions = {}): Acpi
       return lock.with(() => ({ sts: s.sts, en: s.en, cnt: cntRead() }));
     },
   };
+  return dev;
 }

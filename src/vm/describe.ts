@@ -7,6 +7,8 @@ import { describePlatform, type PlatformDescription } from "../acpi/platform.ts"
 import type { VmConfig } from "../config/types.ts";
 import { apicId } from "../vcpu/cpuid.ts";
 import { PORTS } from "../platform/map.ts";
+import { HPET_CAPABILITIES } from "../devices/hpet.ts";
+import { RTC_CENTURY_INDEX } from "../devices/rtc.ts";
 
 export function apicIds(cfg: VmConfig): number[] {
   const topo = { sockets: cfg.sockets, cores: cfg.cores, threads: cfg.threads };
@@ -16,10 +18,9 @@ export function apicIds(cfg: VmConfig): number[] {
 export function describeVm(cfg: VmConfig): PlatformDescription {
   const p = describePlatform({
     cpus: cfg.cpus, apicIds: apicIds(cfg), ramSize: cfg.memory.size, com: cfg.com.map(Boolean),
-    pmBase: PORTS.pmBase, century: 0, // no CMOS RTC century register yet
+    pmBase: PORTS.pmBase, century: RTC_CENTURY_INDEX, hpetCapabilities: HPET_CAPABILITIES,
   });
-  // No PM timer device yet: do not advertise one (a stuck PM timer misleads Linux).
-  return { ...p, pm: { ...p.pm, timer: false } };
+  return p;
 }
 
 export function acpiFor(cfg: VmConfig): Acpi {

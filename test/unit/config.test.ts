@@ -95,7 +95,7 @@ describe("the documented example and defaults", () => {
       memory: { size: 512 * MiB, wired: false },
       bootrom: ROM,
       com: [{ kind: "stdio" }, undefined, undefined, undefined],
-      pci: { "0.0.0": { device: "hostbridge" }, "0.31.0": { device: "lpc" } },
+      pci: { "0.0.0": { device: "hostbridge" }, "0.1.0": { device: "lpc" } },
       acpiTables: true, destroyOnPoweroff: false, pcTestdev: false, rtcLocaltime: true,
       uuid: defaultVmUuid("vm1"),
       smbios: DEFAULT_SMBIOS,
@@ -239,13 +239,13 @@ describe("pci", () => {
     const c = withRom(`[pci.0.0.0]\ndevice = "hostbridge"\n"pcireg.vendor" = "0x1234"\n[pci.0.1.0]\ndevice = "lpc"\n`);
     expect(c.pci).toEqual({ "0.0.0": { device: "hostbridge", pcireg: { vendor: "0x1234" } }, "0.1.0": { device: "lpc" } });
     expect(withRom(`pci.0.5.0.device = "hostbridge"`).pci).toEqual({
-      "0.5.0": { device: "hostbridge" }, "0.31.0": { device: "lpc" } });
+      "0.5.0": { device: "hostbridge" }, "0.1.0": { device: "lpc" } });
   });
   test("errors", () => {
     const msg = errorOf(() => withRom(
       `[pci.0.3.0]\ndevice = "virtio-net"\n[pci.0.4.0]\ndevice = "bogus"\n[pci.0.32.0]\ndevice = "lpc"\n[pci.1.2.0]\ndevice = "lpc"\n[pci.0.6.0]\npath = "x"\n`));
     expect(msg.split("\n")).toEqual([
-      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, lpc)`,
+      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc)`,
       expect.stringContaining(`guest.toml:6: pci.0.4.0.device: expected a PCI emulation (hostbridge, amd_hostbridge, lpc,`),
       `guest.toml:8: pci.0.32.0.device: expected slot 0-31, got 32`,
       `guest.toml:10: pci.1.2.0.device: "lpc" must be on bus 0`,
@@ -255,7 +255,7 @@ describe("pci", () => {
     expect(errorOf(() => withRom(`pci.0.3.8.device = "lpc"`))).toContain("expected function 0-7, got 8");
     expect(errorOf(() => withRom(`pci.0.3.0.device = "lpc"\npci.0.4.0.device = "lpc"`))).toContain(
       `guest.toml:4: pci.0.4.0.device: only one "lpc" device is allowed (already at pci.0.3.0)`);
-    expect(errorOf(() => withRom(`lpc.com1.path = "stdio"\npci.0.31.0.device = "hostbridge"`))).toContain(
+    expect(errorOf(() => withRom(`lpc.com1.path = "stdio"\npci.0.1.0.device = "hostbridge"`))).toContain(
       "guest.toml:3: lpc.com1.path: needs an lpc PCI device");
   });
 });

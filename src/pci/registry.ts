@@ -1,0 +1,13 @@
+/**
+ * The PCI emulations tsbhyve builds, as data: name (the `device` key of a pci.B.S.F table) → emulation.
+ * Later issues add virtio-*, ahci, nvme, ... here.
+ */
+import { amdHostbridge, hostbridge } from "./devices/hostbridge.ts";
+import { lpc } from "./devices/lpc.ts";
+import type { PciEmulation } from "./registry-types.ts";
+
+export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
+  hostbridge,
+  amd_hostbridge: amdHostbridge,
+  lpc,
+};
