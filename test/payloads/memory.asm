@@ -9,7 +9,7 @@
 ;   UNALIGNED 11223344 11223344       dword across a page boundary (0x120FFE):
 ;                                     dword read, then the same assembled from bytes
 ;   OK memory-unaligned
-;   PCIHOLE ffffffff ffffffff ffff ff reads of 0xC0000000 (dword, dword after a
+;   PCIHOLE ffffffff ffffffff ffff ff reads of 0xDFFFF000 (dword, dword after a
 ;                                     write, word, byte)
 ;   OK memory-pcihole                 (QEMU TCG returns zeros here: FAIL on QEMU)
 ;   LAPICID xxxxxxxx                  0xFEE00020 (BSP: 00000000)
@@ -28,7 +28,7 @@
 %define FILL_DWORDS     16384           ; 64 KiB
 %define FILL_SEED       0x12345678
 %define UNALIGNED_ADDR  0x120FFE
-%define PCI_HOLE        0xC0000000
+%define PCI_HOLE        0xDFFFF000   ; top page of the 32-bit BAR window: BARs are allocated from its bottom
 
 ROM_BEGIN
 rom_entry:
