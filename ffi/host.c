@@ -1,6 +1,6 @@
 /*
  * host.c — backend-independent host helpers for tsb.h: guest-memory allocation, thread naming,
- * eventfds, poll, fd and iovec I/O, sockets, ptys and terminal modes.
+ * eventfds, poll, fd and iovec I/O, sockets, ptys and terminal modes, disk images and block devices.
  */
 #define _GNU_SOURCE
 #include "tsb.h"
@@ -13,7 +13,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -299,4 +301,311 @@ int32_t tsb_ppoll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, in
 	for (int i = 0; i < n; i++)
 		revents[i] = p[i].revents;
 	return r;
+}
+
+/* ---- block storage ---- */
+
+int32_t tsb_open_disk(const char *path, int32_t flags)
+{
+	int fl = O_CLOEXEC | ((flags & TSB_OPEN_RDONLY) ? O_RDONLY : O_RDWR);
+	if (flags & TSB_OPEN_DIRECT)
+		fl |= O_DIRECT;
+	if (flags & TSB_OPEN_SYNC)
+		fl |= O_SYNC;
+	return neg(open(path, fl));
+}
+
+int32_t tsb_disk_info(int32_t fd, uint64_t *out)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	memset(out, 0, 8 * sizeof(uint64_t));
+	out[4] = (uint64_t)st.st_blocks * 512;
+	out[5] = (uint64_t)st.st_blksize;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t size = 0;
+		int lss = 0;
+		unsigned int pss = 0;
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &lss) < 0)
+			return -errno;
+		if (ioctl(fd, BLKPBSZGET, &pss) < 0)
+			pss = (unsigned int)lss;
+		out[0] = TSB_DISK_BLOCKDEV;
+		out[1] = size;
+		out[2] = (uint64_t)lss;
+		out[3] = pss;
+		/* direct I/O on a block device: buffers and offsets aligned to its logical block size */
+		out[6] = out[7] = (uint64_t)lss;
+		return 0;
+	}
+	out[0] = S_ISREG(st.st_mode) ? TSB_DISK_FILE : TSB_DISK_OTHER;
+	out[1] = (uint64_t)st.st_size;
+#ifdef STATX_DIOALIGN
+	struct statx sx;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN)) {
+		out[6] = sx.stx_dio_mem_align;
+		out[7] = sx.stx_dio_offset_align;
+	}
+#endif
+	return 0;
+}
+
+int32_t tsb_fdatasync(int32_t fd)
+{
+	int r;
+	do
+		r = fdatasync(fd);
+	while (r < 0 && errno == EINTR);
+	return neg(r);
+}
+
+int32_t tsb_fallocate(int32_t fd, int32_t mode, int64_t off, int64_t len)
+{
+	int m;
+	if (mode == TSB_FALLOC_PUNCH)
+		m = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	else if (mode == TSB_FALLOC_ZERO)
+		m = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+	else
+		return -EINVAL;
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	int r;
+	do
+		r = fallocate(fd, m, off, len);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? (errno == ENOSYS ? -EOPNOTSUPP : -errno) : 0;
+}
+
+/* Whole-buffer pread/pwrite: retries EINTR and short transfers; -> bytes (short only at EOF) or -errno. */
+static int64_t rw_buf(int fd, char *buf, size_t len, int64_t off, int write)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t r = write ? pwrite(fd, buf + done, len - done, off + (int64_t)done)
+				  : pread(fd, buf + done, len - done, off + (int64_t)done);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	return (int64_t)done;
+}
+
+/* preadv/pwritev of a whole iovec array (modified in place), at most IOV_MAX entries per call. */
+static int64_t rw_vec(int fd, struct iovec *v, int n, int64_t off, int write)
+{
+	int64_t done = 0;
+	while (n > 0) {
+		if (v->iov_len == 0) {
+			v++;
+			n--;
+			continue;
+		}
+		int cnt = n > IOV_MAX ? IOV_MAX : n;
+		ssize_t r = write ? pwritev(fd, v, cnt, off) : preadv(fd, v, cnt, off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		done += r;
+		off += r;
+		size_t left = (size_t)r;
+		while (left > 0 && n > 0) {
+			if (left >= v->iov_len) {
+				left -= v->iov_len;
+				v++;
+				n--;
+			} else {
+				v->iov_base = (char *)v->iov_base + left;
+				v->iov_len -= left;
+				left = 0;
+			}
+		}
+	}
+	return done;
+}
+
+/* A cursor over an iovec array for the bounce path. */
+struct iov_cursor {
+	const struct iovec *v;
+	int n, i;
+	size_t o;
+};
+
+static void cursor_copy(struct iov_cursor *c, char *buf, size_t len, int to_iov)
+{
+	while (len > 0 && c->i < c->n) {
+		size_t avail = c->v[c->i].iov_len - c->o;
+		if (avail == 0) {
+			c->i++;
+			c->o = 0;
+			continue;
+		}
+		size_t k = avail < len ? avail : len;
+		char *p = (char *)c->v[c->i].iov_base + c->o;
+		if (to_iov)
+			memcpy(p, buf, k);
+		else
+			memcpy(buf, p, k);
+		buf += k;
+		len -= k;
+		c->o += k;
+	}
+}
+
+#define BOUNCE_BYTES (1u << 20)
+
+/* Unaligned direct I/O: move the request through an aligned buffer, one aligned window at a time. */
+static int64_t rw_bounce(int fd, const struct iovec *v, int n, uint64_t total, int64_t off, int write, size_t ma, size_t oa)
+{
+	size_t chunk = BOUNCE_BYTES < oa ? oa : BOUNCE_BYTES - BOUNCE_BYTES % oa;
+	size_t balign = ma < 4096 ? 4096 : ma;
+	void *buf;
+	if (posix_memalign(&buf, balign, chunk) != 0)
+		return -ENOMEM;
+	struct iov_cursor c = { v, n, 0, 0 };
+	int64_t lo = off - off % (int64_t)oa;
+	int64_t end = off + (int64_t)total;
+	int64_t hi = end % (int64_t)oa ? end + (int64_t)oa - end % (int64_t)oa : end;
+	int64_t done = 0, r = 0;
+	for (int64_t w = lo; w < hi; w += (int64_t)chunk) {
+		size_t wl = (size_t)(hi - w) < chunk ? (size_t)(hi - w) : chunk;
+		int64_t dlo = w > off ? w : off;
+		int64_t dhi = w + (int64_t)wl < end ? w + (int64_t)wl : end;
+		if (write) {
+			if (dlo > w || dhi < w + (int64_t)wl) {
+				/* read-modify-write: keep the bytes of the window the request does not cover */
+				r = rw_buf(fd, buf, wl, w, 0);
+				if (r < 0)
+					break;
+				memset((char *)buf + r, 0, wl - (size_t)r);
+			}
+			cursor_copy(&c, (char *)buf + (dlo - w), (size_t)(dhi - dlo), 0);
+			r = rw_buf(fd, buf, wl, w, 1);
+			if (r < 0)
+				break;
+			if (r < (int64_t)wl) {
+				r = 0;
+				break;
+			}
+			done += dhi - dlo;
+		} else {
+			r = rw_buf(fd, buf, wl, w, 0);
+			if (r < 0)
+				break;
+			int64_t vhi = w + r < dhi ? w + r : dhi;
+			if (vhi > dlo) {
+				cursor_copy(&c, (char *)buf + (dlo - w), (size_t)(vhi - dlo), 1);
+				done += vhi - dlo;
+			}
+			if (vhi < dhi) {
+				r = 0;
+				break;
+			}
+		}
+	}
+	free(buf);
+	return r < 0 ? r : done;
+}
+
+int64_t tsb_blk_io(int32_t fd, const uint64_t *iov, int32_t n, int64_t off, int32_t write, int32_t mem_align, int32_t off_align)
+{
+	if (n < 0 || off < 0 || mem_align < 0 || off_align < 0)
+		return -EINVAL;
+	size_t ma = mem_align > 1 ? (size_t)mem_align : 1, oa = off_align > 1 ? (size_t)off_align : 1;
+	if ((ma & (ma - 1)) || (oa & (oa - 1)))
+		return -EINVAL;
+	struct iovec *v = malloc(sizeof(struct iovec) * (size_t)(n > 0 ? n : 1));
+	if (!v)
+		return -ENOMEM;
+	uint64_t total = 0;
+	int aligned = (uint64_t)off % oa == 0;
+	for (int i = 0; i < n; i++) {
+		v[i].iov_base = (void *)(uintptr_t)iov[2 * i];
+		v[i].iov_len = (size_t)iov[2 * i + 1];
+		total += iov[2 * i + 1];
+		if ((uintptr_t)v[i].iov_base % ma || v[i].iov_len % oa)
+			aligned = 0;
+	}
+	int64_t r;
+	if (total > (uint64_t)INT64_MAX - (uint64_t)off)
+		r = -EINVAL;
+	else if (aligned)
+		r = rw_vec(fd, v, n, off, write != 0);
+	else
+		r = rw_bounce(fd, v, n, total, off, write != 0, ma, oa);
+	free(v);
+	return r;
+}
+
+static char *zero_buf;
+static pthread_once_t zero_once = PTHREAD_ONCE_INIT;
+static void zero_init(void)
+{
+	void *p;
+	if (posix_memalign(&p, 4096, BOUNCE_BYTES) == 0) {
+		memset(p, 0, BOUNCE_BYTES);
+		zero_buf = p;
+	}
+}
+
+int64_t tsb_write_zeroes(int32_t fd, int64_t off, int64_t len, int32_t flags, int32_t mem_align, int32_t off_align)
+{
+	if (off < 0 || len < 0 || len > INT64_MAX - off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (!(flags & TSB_WZ_NO_FALLOCATE)) {
+		int modes[2] = { TSB_FALLOC_ZERO, 0 };
+		if (flags & TSB_WZ_MAY_UNMAP) {
+			modes[0] = TSB_FALLOC_PUNCH;
+			modes[1] = TSB_FALLOC_ZERO;
+		}
+		for (int i = 0; i < 2 && modes[i]; i++) {
+			int r = tsb_fallocate(fd, modes[i], off, len);
+			if (r == 0)
+				return len;
+			/* unsupported here (file system, device, or an unaligned range): try the next way */
+			if (r != -EOPNOTSUPP && r != -EINVAL && r != -ENODEV)
+				return r;
+		}
+	}
+	pthread_once(&zero_once, zero_init);
+	if (!zero_buf)
+		return -ENOMEM;
+	int64_t done = 0;
+	while (done < len) {
+		uint64_t k = (uint64_t)(len - done) < BOUNCE_BYTES ? (uint64_t)(len - done) : BOUNCE_BYTES;
+		uint64_t iov[2] = { (uint64_t)(uintptr_t)zero_buf, k };
+		int64_t r = tsb_blk_io(fd, iov, 1, off + done, 1, mem_align, off_align);
+		if (r < 0)
+			return r;
+		if ((uint64_t)r < k)
+			return -EIO;
+		done += r;
+	}
+	return done;
+}
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+
+int32_t tsb_cache_stat(int32_t fd, int64_t off, int64_t len, uint64_t *out)
+{
+	struct { uint64_t off, len; } range = { (uint64_t)off, (uint64_t)len };
+	uint64_t cs[5] = { 0 };
+	if (syscall(__NR_cachestat, fd, &range, cs, 0) < 0)
+		return -errno;
+	memcpy(out, cs, sizeof(cs));
+	return 0;
 }

@@ -156,4 +156,34 @@ int32_t tsb_isatty(int32_t fd);
 uint64_t tsb_monotonic_ns(void);                    /* CLOCK_MONOTONIC ns since the shim was loaded (process-wide) */
 int32_t tsb_ppoll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, int64_t timeout_ns); /* -1: wait forever */
 
+/* ---- block storage helpers (disk images and block devices; backend-independent) ---- */
+#define TSB_OPEN_RDONLY 1        /* else read-write */
+#define TSB_OPEN_DIRECT 2        /* bypass the host page cache (O_DIRECT): I/O must be aligned, see tsb_blk_io */
+#define TSB_OPEN_SYNC   4        /* every write reaches stable storage before it returns (O_SYNC) */
+int32_t tsb_open_disk(const char *path, int32_t flags); /* -> fd (close-on-exec) */
+/* out[8]: kind (1 regular file, 2 block device, 3 other), size in bytes, logical and physical sector
+ * size (block devices; 0 for files), allocated bytes (st_blocks * 512), preferred I/O size,
+ * direct-I/O memory alignment and file-offset alignment (0 if the host does not say). */
+#define TSB_DISK_FILE 1
+#define TSB_DISK_BLOCKDEV 2
+#define TSB_DISK_OTHER 3
+int32_t tsb_disk_info(int32_t fd, uint64_t *out);
+int32_t tsb_fdatasync(int32_t fd);
+#define TSB_FALLOC_PUNCH 1       /* deallocate [off, off+len); later reads return zeros; size unchanged */
+#define TSB_FALLOC_ZERO  2       /* zero [off, off+len) (may stay allocated); size unchanged */
+int32_t tsb_fallocate(int32_t fd, int32_t mode, int64_t off, int64_t len); /* -EOPNOTSUPP if unsupported */
+/* Scatter/gather I/O of a whole request: iov holds n (ptr,len) pairs; reads (write=0) or writes the
+ * total length at off, retrying short transfers and EINTR. If mem_align/off_align > 1 (an fd opened with
+ * TSB_OPEN_DIRECT) and any buffer address is not a multiple of mem_align, or the offset or a length not
+ * a multiple of off_align, the transfer goes through an aligned bounce buffer (read-modify-write at
+ * unaligned edges). -> bytes transferred (less than the total only at end of file), or -errno. */
+int64_t tsb_blk_io(int32_t fd, const uint64_t *iov, int32_t n, int64_t off, int32_t write, int32_t mem_align, int32_t off_align);
+#define TSB_WZ_MAY_UNMAP 1       /* the range may be deallocated (punched) as long as it reads back zeros */
+#define TSB_WZ_NO_FALLOCATE 2    /* skip fallocate and write zeros (tests the fallback) */
+/* Make [off, off+len) read back zeros: fallocate when the host can, else write zeros. -> len or -errno. */
+int64_t tsb_write_zeroes(int32_t fd, int64_t off, int64_t len, int32_t flags, int32_t mem_align, int32_t off_align);
+/* out[5]: page-cache pages of [off, off+len): cached, dirty, under writeback, evicted, recently evicted.
+ * -ENOSYS where the host cannot tell (used by tests to prove a flush left nothing dirty). */
+int32_t tsb_cache_stat(int32_t fd, int64_t off, int64_t len, uint64_t *out);
+
 #endif

@@ -138,7 +138,7 @@ export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   "virtio-blk": { implemented: false },
   "virtio-scsi": { implemented: false },
   "virtio-9p": { implemented: false },
-  "virtio-rnd": { implemented: false },
+  "virtio-rnd": { implemented: true },
   "virtio-console": { implemented: false },
   "virtio-input": { implemented: false },
   ahci: { implemented: false },

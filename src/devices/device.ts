@@ -60,6 +60,11 @@ export interface Platform {
   /** Drive an interrupt line (GSI) to a level. */
   irqLine(gsi: number, level: 0 | 1): void;
   msi(addr: number, data: number): void;
+  /**
+   * Attach (or detach) an eventfd the kernel signals when the guest writes `addr` (ioeventfd), so the
+   * write never exits to userspace; datamatch null = any value. Absent where the backend has none.
+   */
+  ioeventfd?(space: Space, addr: number, len: number, datamatch: number | null, fd: number, detach: boolean): void;
   /** Ask the VM to stop with a bhyve exit code (0 reboot, 1 poweroff, 2 halt, 3 triple fault, 4 error). */
   requestExit(code: number, reason: string): void;
   /** Wake the I/O Worker so it re-reads pollSources() and anything a device queued for it. */

@@ -5,9 +5,11 @@
 import { amdHostbridge, hostbridge } from "./devices/hostbridge.ts";
 import { lpc } from "./devices/lpc.ts";
 import type { PciEmulation } from "./registry-types.ts";
+import { virtioRnd } from "../virtio/devices/rnd.ts";
 
 export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   hostbridge,
   amd_hostbridge: amdHostbridge,
   lpc,
+  "virtio-rnd": virtioRnd,
 };

@@ -18,6 +18,7 @@ export function makePlatform(opts: {
   return {
     irqLine: (gsi, level) => vm.irqLine(gsi, level),
     msi: (addr, data) => vm.msi(addr, data),
+    ioeventfd: (space, addr, len, datamatch, fd, detach) => vm.ioeventfd(addr, len, space === "pio", datamatch, fd, detach),
     requestExit(code, reason) {
       if (Atomics.compareExchange(ctrl, Ctrl.STATE, RunState.RUNNING, RunState.STOPPING) !== RunState.RUNNING) return;
       Atomics.store(ctrl, Ctrl.EXIT_CODE, code);

@@ -7,17 +7,21 @@ import type { VmConfig } from "../config/types.ts";
 import { buildTableLoader, FW_CFG_ACPI_RSDP, FW_CFG_ACPI_TABLES, FW_CFG_TABLE_LOADER } from "../acpi/loader.ts";
 import { fwcfgForConfig, type FwCfgItems } from "../fwcfg/items.ts";
 import { acpiFor } from "./describe.ts";
+import { closeVirtioNotifiers, openVirtioNotifiers } from "../virtio/notify.ts";
 
 export interface Prepared {
   /** lpc.com1..com4 host ends (undefined where the port is absent) */
   com: (ChardevHandle | undefined)[];
   /** fw_cfg items (built once; their bytes live in a SharedArrayBuffer, shared with every Worker) */
   fwcfg: FwCfgItems;
+  /** per virtio function ("B.S.F"): one eventfd per queue, attached as ioeventfds on its notify addresses */
+  virtioNotify: Record<string, number[]>;
 }
 
 export function prepare(cfg: VmConfig): Prepared {
-  const p: Prepared = { com: [], fwcfg: fwcfgForConfig(cfg, { extraFiles: acpiFiles(cfg) }) };
+  const p: Prepared = { com: [], fwcfg: fwcfgForConfig(cfg, { extraFiles: acpiFiles(cfg) }), virtioNotify: {} };
   try {
+    p.virtioNotify = openVirtioNotifiers(cfg);
     cfg.com.forEach((spec, i) => { p.com[i] = spec ? openChardev(spec, `com${i + 1}`) : undefined; });
   } catch (e) {
     release(p);
@@ -28,6 +32,7 @@ export function prepare(cfg: VmConfig): Prepared {
 
 export function release(p: Prepared): void {
   for (const h of p.com) if (h) closeChardev(h);
+  closeVirtioNotifiers(p.virtioNotify);
 }
 
 /** ACPI for firmware: QEMU's table-loader files (the same tables a directly booted kernel gets). */

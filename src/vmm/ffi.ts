@@ -66,6 +66,13 @@ const symbols = {
   tsb_isatty: { args: [i32], returns: i32 },
   tsb_monotonic_ns: { args: [], returns: u64_fast },
   tsb_ppoll: { args: [ptr, ptr, ptr, i32, i64], returns: i32 },
+  tsb_open_disk: { args: [ptr, i32], returns: i32 },
+  tsb_disk_info: { args: [i32, ptr], returns: i32 },
+  tsb_fdatasync: { args: [i32], returns: i32 },
+  tsb_fallocate: { args: [i32, i32, i64, i64], returns: i32 },
+  tsb_blk_io: { args: [i32, ptr, i32, i64, i32, i32, i32], returns: i64_fast },
+  tsb_write_zeroes: { args: [i32, i64, i64, i32, i32, i32], returns: i64_fast },
+  tsb_cache_stat: { args: [i32, i64, i64, ptr], returns: i32 },
 } as const;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

@@ -198,7 +198,60 @@ export const host = {
   /** CLOCK_MONOTONIC nanoseconds since the shim was loaded: the same clock in every thread. */
   monotonicNs(): number { return shim().tsb_monotonic_ns() as number; },
   errnoName(e: number): string { return ERRNO_NAMES[e] ?? `errno ${e}`; },
+  // ---- block storage (src/block/): every call returns a negative errno on failure, never throws ----
+  /** Open a disk image or block device; flags: DISK_OPEN_* bits. -> fd or -errno. */
+  openDisk(path: string, flags: number): number { return shim().tsb_open_disk(cstr(path), flags); },
+  /** fstat + block-device ioctls + direct-I/O alignment of an open disk, or -errno. */
+  diskInfo(fd: number): DiskHostInfo | number {
+    const b = new BigUint64Array(8);
+    const r = shim().tsb_disk_info(fd, b);
+    if (r < 0) return r;
+    const n = (i: number) => Number(b[i]!);
+    return {
+      kind: n(0) === DISK_KIND_FILE ? "file" : n(0) === DISK_KIND_BLOCKDEV ? "blockdev" : "other",
+      size: n(1), logical: n(2), physical: n(3), allocated: n(4), ioSize: n(5), dioMemAlign: n(6), dioOffsetAlign: n(7),
+    };
+  },
+  fdatasync(fd: number): number { return shim().tsb_fdatasync(fd); },
+  /** mode: FALLOC_PUNCH (deallocate, reads back zeros) or FALLOC_ZERO; size kept. -EOPNOTSUPP if unsupported. */
+  fallocate(fd: number, mode: number, off: number, len: number): number { return shim().tsb_fallocate(fd, mode, off, len); },
+  /** Whole-request scatter/gather I/O on (host pointer, length) pairs; bounces unaligned direct I/O.
+   *  -> bytes transferred (short only at end of file) or -errno. */
+  blkIo(fd: number, iov: BigUint64Array, off: number, write: boolean, memAlign: number, offAlign: number): number {
+    return shim().tsb_blk_io(fd, iov, iov.length / 2, off, write ? 1 : 0, memAlign, offAlign) as number;
+  },
+  /** Make a range read back zeros (fallocate, else writes); flags: WZ_* bits. -> len or -errno. */
+  writeZeroes(fd: number, off: number, len: number, flags: number, memAlign: number, offAlign: number): number {
+    return shim().tsb_write_zeroes(fd, off, len, flags, memAlign, offAlign) as number;
+  },
+  /** Page-cache state of a file range (pages), or -errno (-ENOSYS on hosts without cachestat). */
+  cacheStat(fd: number, off: number, len: number): { cached: number; dirty: number; writeback: number } | number {
+    const b = new BigUint64Array(5);
+    const r = shim().tsb_cache_stat(fd, off, len, b);
+    return r < 0 ? r : { cached: Number(b[0]), dirty: Number(b[1]), writeback: Number(b[2]) };
+  },
   /** Address of a JS typed array (valid only until the next GC-relevant step; use at once). */
   addressOf(a: Uint8Array | DataView): number { return ptrOf(a) as number; },
 };
 export const POLLIN = 1, POLLOUT = 4, POLLERR = 8, POLLHUP = 16;
+
+/** tsb_open_disk flags (ffi/tsb.h TSB_OPEN_*). */
+export const DISK_OPEN_RDONLY = 1, DISK_OPEN_DIRECT = 2, DISK_OPEN_SYNC = 4;
+export const DISK_KIND_FILE = 1, DISK_KIND_BLOCKDEV = 2;
+/** tsb_fallocate modes and tsb_write_zeroes flags (TSB_FALLOC_*, TSB_WZ_*). */
+export const FALLOC_PUNCH = 1, FALLOC_ZERO = 2;
+export const WZ_MAY_UNMAP = 1, WZ_NO_FALLOCATE = 2;
+/** What the host says about an open disk (tsb_disk_info). Sizes in bytes; 0 = unknown / not applicable. */
+export interface DiskHostInfo {
+  kind: "file" | "blockdev" | "other";
+  size: number;
+  /** Block devices: logical and physical sector size. */
+  logical: number;
+  physical: number;
+  /** Bytes the file occupies on the host (st_blocks * 512). */
+  allocated: number;
+  ioSize: number;
+  /** Direct-I/O alignment of buffer addresses and of file offsets/lengths (statx DIOALIGN; block devices: logical). */
+  dioMemAlign: number;
+  dioOffsetAlign: number;
+}

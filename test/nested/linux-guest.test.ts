@@ -57,17 +57,20 @@ path = "stdio"
 /** Runs one L2 boot in L1 (retried once if killed by the timeout before the marker), reports its checks. */
 const JOB = `
 l2() {
-  name=$1; cfg=$2; want=$3
+  name=$1; cfg=$2; want=$3; retried=
   for try in 1 2; do
     log="$TSB_OUT/$name.$try.log"
     t0=$(tsb_now_ms)
     timeout -s KILL 180 "$TSB_TSBHYVE" "$cfg" > "$log" 2>&1 < /dev/null; rc=$?
     ms=$(( $(tsb_now_ms) - t0 ))
-    if [ $rc -eq 137 ] && [ $try -eq 1 ] && ! grep -q TSB-GUEST-UP "$log"; then echo "[$name] attempt 1 hung; retrying"; continue; fi
+    # Attempt 1 killed by the timeout, or ended by a triple fault, before the guest's marker: retry once and
+    # report it (testing.md: the emulated SVM under TCG hangs ~1 L2 boot in 33; one early triple fault
+    # was seen once in 20+ boots and not reproduced — see the issue note).
+    if [ $try -eq 1 ] && { [ $rc -eq 137 ] || [ $rc -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$log"; then echo "[$name] attempt 1 ended rc=$rc before the marker; retrying"; retried=" retried(attempt-1-rc=$rc)"; continue; fi
     break
   done
   up=$(grep -o 'TSB-GUEST-UP [0-9.]*' "$log" | head -1)
-  if [ -n "$up" ]; then tsb_result "$name.boot" pass "ms=$ms try=$try uptime=\${up#TSB-GUEST-UP }"; else tsb_result "$name.boot" fail "ms=$ms rc=$rc"; fi
+  if [ -n "$up" ]; then tsb_result "$name.boot" pass "ms=$ms try=$try uptime=\${up#TSB-GUEST-UP }$retried"; else tsb_result "$name.boot" fail "ms=$ms rc=$rc"; fi
   grep '^TSB-L2 ' "$log" | tr -d '\\r' | while read -r _ n s d; do tsb_result "$name.$n" "$s" "$d"; done
   if [ "$rc" = "$want" ]; then tsb_result "$name.exit" pass "rc=$rc"; else tsb_result "$name.exit" fail "rc=$rc want=$want"; tail -n 25 "$log" | sed "s/^/[$name] /"; fi
 }
