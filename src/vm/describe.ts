@@ -10,6 +10,9 @@ import { PORTS } from "../platform/map.ts";
 import { HPET_CAPABILITIES } from "../devices/hpet.ts";
 import { RTC_CENTURY_INDEX } from "../devices/rtc.ts";
 
+/** SLP_TYP of S5 on a PIIX4 (datasheet: SUS_TYP 000 = soft off); OVMF's ResetShutdown writes it too. */
+export const PIIX4_SLP_TYP_S5 = 0;
+
 export function apicIds(cfg: VmConfig): number[] {
   const topo = { sockets: cfg.sockets, cores: cfg.cores, threads: cfg.threads };
   return Array.from({ length: cfg.cpus }, (_, i) => apicId(i, topo));
@@ -20,7 +23,8 @@ export function describeVm(cfg: VmConfig): PlatformDescription {
     cpus: cfg.cpus, apicIds: apicIds(cfg), ramSize: cfg.memory.size, com: cfg.com.map(Boolean),
     pmBase: PORTS.pmBase, century: RTC_CENTURY_INDEX, hpetCapabilities: HPET_CAPABILITIES,
   });
-  return p;
+  // PIIX4 convention (and what stock OVMF writes on shutdown): SLP_TYP 0 is soft-off.
+  return { ...p, slpTypS5: PIIX4_SLP_TYP_S5 };
 }
 
 export function acpiFor(cfg: VmConfig): Acpi {

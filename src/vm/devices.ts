@@ -19,6 +19,7 @@ import { createRtc } from "../devices/rtc.ts";
 import { COM_PORTS, createUart } from "../devices/uart16550.ts";
 import { IRQ, PORTS } from "../platform/map.ts";
 import type { Prepared } from "./prepare.ts";
+import { PIIX4_SLP_TYP_S5 } from "./describe.ts";
 
 
 export interface DeviceEntry {
@@ -35,7 +36,7 @@ export const DEVICE_TABLE: readonly DeviceEntry[] = [
   },
   {
     name: "acpi-pm", doc: "ACPI PM1 event/control blocks: S5 power-off, power button, SCI",
-    create: (ctx) => [createAcpiPm(ctx, { base: PORTS.pmBase, sciGsi: IRQ.sci, follow: sharedPmBase(ctx.arena, PORTS.pmBase) })],
+    create: (ctx) => [createAcpiPm(ctx, { base: PORTS.pmBase, sciGsi: IRQ.sci, s5SlpTyp: PIIX4_SLP_TYP_S5, follow: sharedPmBase(ctx.arena, PORTS.pmBase) })],
   },
   {
     name: "timers", doc: "HPET at 0xFED00000 (3 timers, 100 MHz), ACPI PM timer at PM base + 8, RTC/CMOS 0x70-0x73 on IRQ 8",
