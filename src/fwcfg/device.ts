@@ -66,6 +66,12 @@ export interface FwCfgOptions {
   port?: number;
   /** DMA register port (default 0x514); null = no DMA (ID then says so) */
   dmaPort?: number | null;
+  /**
+   * Called with the device lock held when the guest selects a file, before any byte is read: it may
+   * rewrite `data` in place (same length; the bytes are shared by every thread). Used for contents that
+   * depend on what firmware programmed first, e.g. the ACPI tables' PM base.
+   */
+  onSelect?: (name: string, data: Uint8Array) => void;
 }
 
 export function createFwCfg(ctx: DeviceContext, items: FwCfgItems, opts: FwCfgOptions = {}): Device {
@@ -74,7 +80,11 @@ export function createFwCfg(ctx: DeviceContext, items: FwCfgItems, opts: FwCfgOp
   const port = opts.port ?? FWCFG_PORT;
   const dmaPort = opts.dmaPort === undefined ? FWCFG_DMA_PORT : opts.dmaPort;
   const byKey = new Map<number, Uint8Array>();
-  for (const it of items.items) byKey.set(it.key, it.data);
+  const nameOf = new Map<number, string>();
+  for (const it of items.items) {
+    byKey.set(it.key, it.data);
+    if (it.name !== undefined) nameOf.set(it.key, it.name);
+  }
   if (dmaPort === null) {
     // no DMA register: the ID item must not announce it
     const id = byKey.get(1);
@@ -85,6 +95,9 @@ export function createFwCfg(ctx: DeviceContext, items: FwCfgItems, opts: FwCfgOp
   const select = (key: number): void => {
     s.selector = key & 0xffff;
     s.offset = 0;
+    const k = s.selector & ~FW_CFG_WRITE_BIT;
+    const name = nameOf.get(k);
+    if (name !== undefined && opts.onSelect) opts.onSelect(name, byKey.get(k)!);
   };
 
   /** One DMA operation; returns the control value to write back. */

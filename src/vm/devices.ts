@@ -19,7 +19,7 @@ import { createRtc } from "../devices/rtc.ts";
 import { COM_PORTS, createUart } from "../devices/uart16550.ts";
 import { IRQ, PORTS } from "../platform/map.ts";
 import type { Prepared } from "./prepare.ts";
-import { PIIX4_SLP_TYP_S5 } from "./describe.ts";
+import { acpiRefresher, PIIX4_SLP_TYP_S5 } from "./describe.ts";
 
 
 export interface DeviceEntry {
@@ -56,7 +56,10 @@ export const DEVICE_TABLE: readonly DeviceEntry[] = [
   { name: "post", doc: "POST code port 0x80 and the 0x402 debug console", create: (ctx) => [createPost(ctx)] },
   {
     name: "fwcfg", doc: "QEMU fw_cfg 0x510/0x511 + DMA 0x514: e820, ACPI table-loader, SMBIOS, bootorder, hw.ncpu, user files",
-    create: (ctx, _cfg, prep) => [createFwCfg(ctx, prep.fwcfg)],
+    create: (ctx, cfg, prep) => {
+      const pb = sharedPmBase(ctx.arena, PORTS.pmBase);
+      return [createFwCfg(ctx, prep.fwcfg, { onSelect: acpiRefresher(cfg, () => pb.current() ?? PORTS.pmBase) })];
+    },
   },
   {
     name: "pc-testdev", doc: "test device for payload tests: 0xE0 counter, 0xF4 exit (lpc.pc-testdev)",
