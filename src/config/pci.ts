@@ -4,7 +4,7 @@
  */
 import { resolve } from "node:path";
 import type { Origin, Setting } from "./errors.ts";
-import { PCI_DEVICES } from "./schema.ts";
+import { coerce, PCI_DEVICES, type PciDeviceDef } from "./schema.ts";
 import { show } from "./chardev.ts";
 
 type Report = (origin: Origin | undefined, key: string, message: string) => void;
@@ -36,6 +36,43 @@ function cmpAddr(a: string, b: string): number {
   const x = a.split(".").map(Number);
   const y = b.split(".").map(Number);
   return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+}
+
+/** Keys every table may have besides the device's own options. */
+const COMMON_KEYS = new Set(["device", "bootindex", "pcireg"]);
+
+/**
+ * Check a table against its device's declared options: unknown keys, required keys, typed values
+ * (written back into the table), defaults. Returns false when something was reported.
+ */
+function checkOptions(id: string, device: string, def: PciDeviceDef, table: Record<string, unknown>, origin: Origin,
+  origins: Map<string, Origin>, report: Report): boolean {
+  const opts = new Map(def.options!.map((o) => [o.key, o]));
+  let ok = true;
+  for (const [k, raw] of Object.entries(table)) {
+    if (COMMON_KEYS.has(k) || k.startsWith("pcireg.")) continue;
+    const o = opts.get(k);
+    const at = origins.get(k) ?? [...origins].find(([p]) => p.startsWith(`${k}.`))?.[1] ?? origin;
+    if (!o) {
+      report(at, `pci.${id}.${k}`, `unknown ${device} option (expected one of ${[...opts.keys()].join(", ")})`);
+      ok = false;
+      continue;
+    }
+    const v = o.type === "string" && typeof raw === "number" ? String(raw) : raw;
+    const r = coerce(o, v, at.baseDir);
+    if (!r.ok) { report(at, `pci.${id}.${k}`, r.error); ok = false; continue; }
+    table[k] = r.value;
+  }
+  for (const k of def.required ?? []) {
+    if (table[k] === undefined) { report(origins.get("device") ?? origin, `pci.${id}.${k}`, `missing: ${device} needs ${k} = ${opts.get(k)?.doc ?? k}`); ok = false; }
+  }
+  for (const o of def.options!) {
+    if (table[o.key] === undefined && o.default !== undefined) {
+      const r = coerce(o, o.default, origin.baseDir);
+      if (r.ok) table[o.key] = r.value;
+    }
+  }
+  return ok;
 }
 
 export function resolvePci(settings: Setting[], report: Report): Record<string, PciTable> {
@@ -96,6 +133,7 @@ export function resolvePci(settings: Setting[], report: Report): Record<string, 
       const v = table[pk];
       if (typeof v === "string" && v !== "") table[pk] = resolve((origins.get(pk) ?? origin).baseDir, v);
     }
+    if (def.options && !checkOptions(id, device as string, def, table, origin, origins, report)) continue;
     out[id] = table as PciTable;
   }
   const present = new Set([...slots.values()].map((s) => s.table.device));

@@ -28,6 +28,10 @@ export interface KeyDef {
   patternDoc?: string;
   /** path: extra check on the existing regular file */
   checkFile?: (st: Stats) => string | undefined;
+  /** path: a host block device is accepted too (disk images) */
+  blockdev?: boolean;
+  /** extra check on the coerced value: an error message, or undefined when good */
+  check?: (value: unknown) => string | undefined;
 }
 
 const MAX_CPUS = 255;
@@ -125,9 +129,45 @@ export interface PciDeviceDef {
   implemented: boolean;
   /** keys in the pci.B.S.F table holding host file paths (resolved against the config file's directory) */
   pathKeys?: readonly string[];
+  /**
+   * The table's own keys (relative to pci.B.S.F), checked and converted to typed values; when given,
+   * any other key (besides device, bootindex and pcireg.*) is an error. Absent: keys are kept as written.
+   */
+  options?: readonly KeyDef[];
+  /** options that must be present */
+  required?: readonly string[];
   /** only one instance, on bus 0 */
   singleOnBus0?: boolean;
 }
+
+const isPow2 = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
+
+/** bhyve's sectorsize=logical[/physical]: powers of two 512-65536, physical >= logical. */
+export function checkSectorSize(v: unknown): string | undefined {
+  const m = /^(\d+)(?:\/(\d+))?$/.exec(String(v).trim());
+  if (!m) return `expected logical[/physical] sector sizes like 512 or 512/4096, got ${show(v)}`;
+  const logical = Number(m[1]), physical = m[2] === undefined ? logical : Number(m[2]);
+  for (const x of [logical, physical]) {
+    if (!isPow2(x) || x < 512 || x > 65536) return `expected sector sizes that are powers of two from 512 to 65536, got ${show(v)}`;
+  }
+  return physical < logical ? `the physical sector size must not be smaller than the logical one, got ${show(v)}` : undefined;
+}
+
+/** virtio-blk's keys (bhyve's block options plus tsbhyve's queue shape). */
+export const VIRTIO_BLK_OPTIONS: readonly KeyDef[] = [
+  { key: "path", type: "path", blockdev: true, doc: "disk image (regular file) or host block device" },
+  { key: "ro", type: "bool", doc: "read-only: the guest sees VIRTIO_BLK_F_RO, writes fail" },
+  { key: "nocache", type: "bool", doc: "open with O_DIRECT (bypass the host page cache)" },
+  { key: "direct", type: "bool", doc: "open with O_SYNC (bhyve: same as sync)" },
+  { key: "sync", type: "bool", doc: "open with O_SYNC" },
+  { key: "sectorsize", type: "string", check: checkSectorSize, doc: "logical[/physical] sector sizes, e.g. 512/4096" },
+  { key: "nodelete", type: "bool", doc: "do not offer discard (TRIM)" },
+  { key: "ser", type: "string", pattern: /^[\x20-\x7e]{0,20}$/, patternDoc: "a serial of at most 20 printable ASCII characters",
+    doc: "serial number (GET_ID; default BHYVE-XXXX-XXXX-XXXX from the path's MD5)" },
+  { key: "queues", type: "int", default: 1, min: 1, max: 16, doc: "request queues (VIRTIO_BLK_F_MQ), 1-16" },
+  { key: "queue_size", type: "int", default: 256, min: 4, max: 32768, check: (v) => isPow2(v as number) ? undefined : `expected a power of two 4-32768, got ${show(v)}`,
+    doc: "descriptors per queue, a power of two 4-32768" },
+];
 
 export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   hostbridge: { implemented: true },
@@ -135,7 +175,7 @@ export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   lpc: { implemented: true, singleOnBus0: true },
   passthru: { implemented: false },
   "virtio-net": { implemented: false },
-  "virtio-blk": { implemented: false },
+  "virtio-blk": { implemented: true, pathKeys: ["path"], options: VIRTIO_BLK_OPTIONS, required: ["path"] },
   "virtio-scsi": { implemented: false },
   "virtio-9p": { implemented: false },
   "virtio-rnd": { implemented: true },
@@ -160,7 +200,7 @@ export function expected(def: KeyDef): string {
     case "bool": return "a boolean (true/false, or on/off, yes/no, 1/0)";
     case "size": return `a size like "512M" or "2G"`;
     case "enum": return `one of ${def.values!.join(", ")}`;
-    case "path": return "a path to an existing file";
+    case "path": return def.blockdev ? "a path to an existing file or block device" : "a path to an existing file";
     case "chardev": return CHARDEV_EXPECTED;
   }
 }
@@ -186,13 +226,19 @@ function coercePath(def: KeyDef, raw: unknown, baseDir: string): Parsed<string> 
   } catch {
     return fail(`file not found: ${abs}`);
   }
-  if (!st.isFile()) return fail(`expected a regular file, got ${abs}`);
+  if (!st.isFile() && !(def.blockdev && st.isBlockDevice())) return fail(`expected a regular file${def.blockdev ? " or a block device" : ""}, got ${abs}`);
   const bad = def.checkFile?.(st);
   return bad ? fail(`${bad} (${abs})`) : { ok: true, value: abs };
 }
 
 /** Convert a raw TOML/command-line value to the key's typed value. */
 export function coerce(def: KeyDef, raw: unknown, baseDir: string): Parsed<unknown> {
+  const r = coerceType(def, raw, baseDir);
+  const bad = r.ok && def.check ? def.check(r.value) : undefined;
+  return bad ? fail(bad) : r;
+}
+
+function coerceType(def: KeyDef, raw: unknown, baseDir: string): Parsed<unknown> {
   switch (def.type) {
     case "string": {
       if (typeof raw !== "string") return fail(`expected ${def.patternDoc ?? "a string"}, got ${show(raw)}`);
@@ -228,6 +274,12 @@ export function describeKeys(): string {
   const rows = KEYS.map((d) => [d.key, d.type, d.default === undefined ? "-" : d.default === "" ? '""' : String(d.default), d.doc]);
   rows.push(["pci.B.S.F.device", "enum", "-", "PCI device at bus B (0-255), slot S (0-31), function F (0-7); " +
     "other keys of the table are the device's options (bootindex = N: boot order for firmware)"]);
+  for (const [name, d] of Object.entries(PCI_DEVICES)) {
+    for (const o of d.options ?? []) {
+      rows.push([`pci.B.S.F.${o.key}`, o.type, o.default === undefined ? "-" : String(o.default),
+        `${name}${d.required?.includes(o.key) ? " (required)" : ""}: ${o.doc}`]);
+    }
+  }
   rows.push(["fw_cfg", "array", "-", `extra fw_cfg files: [[fw_cfg]] name = "opt/x" and file = PATH or string = TEXT ` +
     `(-f name,file=PATH | name,string=TEXT); name 1-${FWCFG_NAME_MAX} chars, not a built-in file`]);
   const header = ["key", "type", "default", "meaning"];

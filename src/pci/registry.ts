@@ -6,10 +6,12 @@ import { amdHostbridge, hostbridge } from "./devices/hostbridge.ts";
 import { lpc } from "./devices/lpc.ts";
 import type { PciEmulation } from "./registry-types.ts";
 import { virtioRnd } from "../virtio/devices/rnd.ts";
+import { virtioBlk } from "../virtio/devices/blk.ts";
 
 export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   hostbridge,
   amd_hostbridge: amdHostbridge,
   lpc,
   "virtio-rnd": virtioRnd,
+  "virtio-blk": virtioBlk,
 };

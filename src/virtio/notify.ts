@@ -10,10 +10,17 @@ import type { PciAddress } from "../pci/function.ts";
 import { host } from "../vmm/index.ts";
 import type { IoEventFdAttach } from "./pci.ts";
 
-/** Queues of each virtio emulation (how many eventfds its table needs). */
-export const VIRTIO_QUEUE_COUNT: Readonly<Record<string, number>> = {
+/** Queues of each virtio emulation (how many eventfds its table needs): fixed, or from the table. */
+export const VIRTIO_QUEUE_COUNT: Readonly<Record<string, number | ((table: Record<string, unknown>) => number)>> = {
   "virtio-rnd": 1,
+  "virtio-blk": (t) => (typeof t.queues === "number" ? t.queues : 1),
 };
+
+/** How many queues (eventfds) the table's virtio function has; 0 for non-virtio devices. */
+export function virtioQueueCount(table: { device: string; [key: string]: unknown }): number {
+  const n = VIRTIO_QUEUE_COUNT[table.device];
+  return typeof n === "function" ? n(table) : n ?? 0;
+}
 
 /** What prepare() adds for virtio: table key "B.S.F" → one eventfd per queue. */
 export interface VirtioPrepared { virtioNotify?: Record<string, readonly number[]> }
@@ -25,7 +32,7 @@ export function openVirtioNotifiers(cfg: Pick<VmConfig, "pci">, eventfd: () => n
   const out: Record<string, number[]> = {};
   try {
     for (const [key, table] of Object.entries(cfg.pci)) {
-      const n = VIRTIO_QUEUE_COUNT[table.device];
+      const n = virtioQueueCount(table);
       if (!n) continue;
       out[key] = [];
       for (let q = 0; q < n; q++) out[key]!.push(eventfd());

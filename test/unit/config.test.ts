@@ -235,6 +235,28 @@ describe("chardevs", () => {
 });
 
 describe("pci", () => {
+  test("virtio-blk: options typed, path relative to the file, defaults", () => {
+    file("disk.img", 1 * MiB);
+    const c = withRom(`[pci.0.4.0]\ndevice = "virtio-blk"\npath = "disk.img"\nro = "on"\nnocache = false\nsectorsize = 4096\nser = "S1"\nnodelete = true\nbootindex = 1\nqueue_size = 128\n`);
+    expect(c.pci["0.4.0"]).toEqual({ device: "virtio-blk", path: join(dir, "disk.img"), ro: true, nocache: false, sectorsize: "4096", ser: "S1",
+      nodelete: true, bootindex: 1, queues: 1, queue_size: 128 });
+  });
+  test("virtio-blk: errors with file:line", () => {
+    file("disk2.img", 4096);
+    const msg = errorOf(() => withRom(
+      `[pci.0.4.0]\ndevice = "virtio-blk"\n[pci.0.5.0]\ndevice = "virtio-blk"\npath = "disk2.img"\nsectorsize = "4096/512"\nqueues = 0\nqueue_size = 100\n` +
+      `ser = "this serial is far too long"\nfoo = 1\n[pci.0.6.0]\ndevice = "virtio-blk"\npath = "."\nsectorsize = "1000"\n`));
+    expect(msg.split("\n")).toEqual([
+      `guest.toml:4: pci.0.4.0.path: missing: virtio-blk needs path = disk image (regular file) or host block device`,
+      `guest.toml:8: pci.0.5.0.sectorsize: the physical sector size must not be smaller than the logical one, got "4096/512"`,
+      `guest.toml:9: pci.0.5.0.queues: expected an integer 1-16, got 0`,
+      `guest.toml:10: pci.0.5.0.queue_size: expected a power of two 4-32768, got 100`,
+      `guest.toml:11: pci.0.5.0.ser: expected a serial of at most 20 printable ASCII characters, got "this serial is far too long"`,
+      expect.stringContaining(`guest.toml:12: pci.0.5.0.foo: unknown virtio-blk option (expected one of path, ro, nocache,`),
+      `guest.toml:15: pci.0.6.0.path: expected a regular file or a block device, got ${dir}`,
+      `guest.toml:16: pci.0.6.0.sectorsize: expected sector sizes that are powers of two from 512 to 65536, got "1000"`,
+    ]);
+  });
   test("hostbridge and lpc, extra keys kept, defaults", () => {
     const c = withRom(`[pci.0.0.0]\ndevice = "hostbridge"\n"pcireg.vendor" = "0x1234"\n[pci.0.1.0]\ndevice = "lpc"\n`);
     expect(c.pci).toEqual({ "0.0.0": { device: "hostbridge", pcireg: { vendor: "0x1234" } }, "0.1.0": { device: "lpc" } });
@@ -245,7 +267,7 @@ describe("pci", () => {
     const msg = errorOf(() => withRom(
       `[pci.0.3.0]\ndevice = "virtio-net"\n[pci.0.4.0]\ndevice = "bogus"\n[pci.0.32.0]\ndevice = "lpc"\n[pci.1.2.0]\ndevice = "lpc"\n[pci.0.6.0]\npath = "x"\n`));
     expect(msg.split("\n")).toEqual([
-      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-rnd)`,
+      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-blk, virtio-rnd)`,
       expect.stringContaining(`guest.toml:6: pci.0.4.0.device: expected a PCI emulation (hostbridge, amd_hostbridge, lpc,`),
       `guest.toml:8: pci.0.32.0.device: expected slot 0-31, got 32`,
       `guest.toml:10: pci.1.2.0.device: "lpc" must be on bus 0`,
