@@ -76,20 +76,7 @@ int64_t tsb_eventfd_drain(int32_t fd)
 
 int32_t tsb_poll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, int32_t timeout_ms)
 {
-	if (n < 0 || n > 1024)
-		return -EINVAL;
-	struct pollfd p[n > 0 ? n : 1];
-	for (int i = 0; i < n; i++) {
-		p[i].fd = fds[i];
-		p[i].events = events[i];
-		p[i].revents = 0;
-	}
-	int r = poll(p, (nfds_t)n, timeout_ms);
-	if (r < 0)
-		return -errno;
-	for (int i = 0; i < n; i++)
-		revents[i] = p[i].revents;
-	return r;
+	return tsb_ppoll(fds, events, revents, n, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000);
 }
 
 int64_t tsb_read(int32_t fd, void *buf, uint64_t len) { return neg64(read(fd, buf, len)); }
