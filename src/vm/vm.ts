@@ -48,7 +48,16 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
 
   const vm = createVm();
   let prepared: Prepared | undefined;
-  const workers: Worker[] = [];
+  // Start the Workers first: loading their modules (tens of ms each) overlaps the main thread's set-up
+  // below; they wait for their ThreadInit message.
+  let route: (m: WorkerMsg) => void = () => {};
+  const names = ["io", ...Array.from({ length: cfg.cpus }, (_, i) => `vcpu ${i}`)];
+  const workers: Worker[] = names.map((name, i) => {
+    const w = new Worker(i === 0 ? IO_WORKER : VCPU_WORKER, { name } as WorkerOptions);
+    w.onmessage = (e: MessageEvent<WorkerMsg>) => route(e.data);
+    w.onerror = (e) => route({ type: "error", text: `${name}: ${e.message}` });
+    return w;
+  });
   try {
     const caps = vm.caps();
     if (!(caps & Cap.IRQCHIP)) throw new Error("the kernel offers no in-kernel interrupt controller (KVM_CREATE_IRQCHIP failed)");
@@ -94,15 +103,9 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     await loadGuest(vm, cfg, mem, log);
 
     const init: ThreadInit = { cfg, vmId: vm.id, regions, state, ctrl: ctrlBuf, prepared, ioWakeFd, t0, trace: !!opts.trace };
-    const spawn = (url: string, data: ThreadInit | VcpuInit, name: string) => {
-      const w = new Worker(url, { name } as WorkerOptions);
-      w.onmessage = (e: MessageEvent<WorkerMsg>) => onMsg(e.data);
-      w.onerror = (e) => { onMsg({ type: "error", text: `${name}: ${e.message}` }); };
-      w.postMessage(data);
-      workers.push(w);
-    };
-    spawn(IO_WORKER, init, "io");
-    for (let i = 0; i < cfg.cpus; i++) spawn(VCPU_WORKER, { ...init, vcpu: i }, `vcpu ${i}`);
+    route = onMsg;
+    workers[0]!.postMessage(init);
+    for (let i = 0; i < cfg.cpus; i++) workers[i + 1]!.postMessage({ ...init, vcpu: i } satisfies VcpuInit);
 
     // Halt detection: a kick a second lets each vCPU look at its own state (see runloop.ts kicked()).
     const haltWatch = setInterval(() => { for (let i = 0; i < cfg.cpus; i++) vm.vcpu(i).kick(); }, 1000);
