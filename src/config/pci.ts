@@ -129,6 +129,7 @@ export function resolvePci(settings: Setting[], report: Report): Record<string, 
       else if (lpcAt) report(deviceOrigin, key, `only one "${device}" device is allowed (already at pci.${lpcAt})`);
       lpcAt ??= id;
     }
+    if (def.normalize && !def.normalize(id, table, origins, origin, report)) continue;
     for (const pk of def.pathKeys ?? []) {
       const v = table[pk];
       if (typeof v === "string" && v !== "") table[pk] = resolve((origins.get(pk) ?? origin).baseDir, v);

@@ -4,8 +4,10 @@
  * truth for validation, defaults and the `tsbhyve --help` key listing.
  */
 import { statSync, type Stats } from "node:fs";
-import { resolve } from "node:path";
-import { CHARDEV_EXPECTED, parseChardev, show, type Parsed } from "./chardev.ts";
+import { isAbsolute, resolve } from "node:path";
+import { CHARDEV_EXPECTED, formatChardev, parseChardev, show, type Parsed } from "./chardev.ts";
+import type { Origin } from "./errors.ts";
+import type { ChardevSpec } from "./types.ts";
 import { formatSize, KiB, MiB, parseBool, parseInteger, parseSize, TiB } from "./size.ts";
 
 export type KeyType = "string" | "int" | "bool" | "size" | "enum" | "path" | "chardev";
@@ -138,6 +140,13 @@ export interface PciDeviceDef {
   required?: readonly string[];
   /** only one instance, on bus 0 */
   singleOnBus0?: boolean;
+  /**
+   * Device-specific check and rewrite of the whole table into its canonical form (e.g. virtio-console's
+   * port.N sub-tables), before pathKeys/options. `origins` maps each dotted key below pci.B.S.F to where
+   * it was set. Returns false when something was reported.
+   */
+  normalize?(id: string, table: Record<string, unknown>, origins: ReadonlyMap<string, Origin>, origin: Origin,
+    report: (origin: Origin | undefined, key: string, message: string) => void): boolean;
 }
 
 const isPow2 = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -169,6 +178,105 @@ export const VIRTIO_BLK_OPTIONS: readonly KeyDef[] = [
     doc: "descriptors per queue, a power of two 4-32768" },
 ];
 
+/**
+ * virtio-console ports (bhyve: at most 16, node port.N with name and path). The virtio-pci transport
+ * serves at most 32 queues and port N uses queues 2N+2 and 2N+3, so tsbhyve takes port numbers 0-14.
+ */
+export const CONSOLE_MAX_PORTS = 15;
+/** A port name (PORT_NAME; udev makes /dev/virtio-ports/NAME of it): printable ASCII, no '/', 1-127 bytes. */
+const CONSOLE_NAME = /^[\x21-\x2e\x30-\x7e]{1,127}$/;
+
+/**
+ * Where a console port's host end is: a plain path is a Unix socket tsbhyve creates and listens on (one
+ * client), as in bhyve; an existing /dev character device is that tty; any chardev spec (pty, tcp=...,
+ * unix=..., file=..., null) is that chardev. Relative paths resolve against baseDir.
+ */
+export function consolePortSpec(raw: unknown, baseDir: string): Parsed<ChardevSpec> {
+  if (typeof raw !== "string" || raw.trim() === "") return fail(`expected a Unix socket path or ${CHARDEV_EXPECTED}, got ${show(raw)}`);
+  const s = raw.trim();
+  if (["stdio", "null", "pty"].includes(s) || /^(tcp|unix|file)=/.test(s)) return parseChardev(s, baseDir);
+  if (isAbsolute(s) && s.startsWith("/dev/")) {
+    let chr = false;
+    try { chr = statSync(s).isCharacterDevice(); } catch { /* not there: a socket path */ }
+    if (chr) return parseChardev(s, baseDir);
+  }
+  return { ok: true, value: { kind: "unix", path: resolve(baseDir, s) } };
+}
+
+/** The canonical string of a port's host end (a socket as its absolute path, like bhyve's). */
+export function formatConsolePort(c: ChardevSpec): string {
+  return c.kind === "unix" ? c.path : formatChardev(c);
+}
+
+/**
+ * virtio-console's table: bhyve's command-line pairs NAME=PATH (`-s 5,virtio-console,port1=/tmp/c1.sock`:
+ * a port named "port1", numbered in order from the lowest free number, as bhyve numbers them from 0),
+ * the same pairs as keys of the TOML table, or bhyve's config tree `port.N.name` / `port.N.path`. The result is
+ * `port = { "N": { name?, path } }` with canonical paths.
+ */
+function normalizeConsole(id: string, table: Record<string, unknown>, origins: ReadonlyMap<string, Origin>, origin: Origin,
+  report: (origin: Origin | undefined, key: string, message: string) => void): boolean {
+  let ok = true;
+  const bad = (at: Origin | undefined, key: string, msg: string) => { report(at ?? origin, `pci.${id}.${key}`, msg); ok = false; };
+  const ports = new Map<number, { name?: unknown; path?: unknown; at: Origin; legacyKey?: string }>();
+  const legacy: [string, unknown, Origin][] = [];
+  const valueAt = (path: string): unknown => path.split(".").reduce<unknown>((o, k) => (o !== null && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), table);
+  for (const [key, at] of origins) {
+    const segs = key.split(".");
+    if (segs[0] === "device" || segs[0] === "bootindex" || segs[0] === "pcireg") continue;
+    if (segs[0] === "port" && segs.length > 1) {
+      if (segs.length !== 3 || !/^\d+$/.test(segs[1]!) || !(segs[2] === "name" || segs[2] === "path")) {
+        bad(at, key, `expected port.N.name or port.N.path (N = 0-${CONSOLE_MAX_PORTS - 1})`);
+        continue;
+      }
+      const n = Number(segs[1]);
+      if (n >= CONSOLE_MAX_PORTS) {
+        bad(at, key, `expected a port number 0-${CONSOLE_MAX_PORTS - 1} (bhyve allows 16 ports; port N uses virtqueues 2N+2 and 2N+3 and the transport serves 32), got ${n}`);
+        continue;
+      }
+      const p = ports.get(n) ?? { at };
+      ports.set(n, p);
+      p[segs[2] as "name" | "path"] = valueAt(key);
+      if (segs[2] === "path") p.at = at;
+      continue;
+    }
+    if (key === "path") {
+      bad(at, key, `expected NAME=PATH port pairs (e.g. -s 5,virtio-console,port1=/tmp/c1.sock) or port.N.path, got a bare path`);
+      continue;
+    }
+    legacy.push([key, valueAt(key), at]);
+  }
+  for (const [name, path, at] of legacy) {
+    let n = 0;
+    while (ports.has(n)) n++;
+    if (n >= CONSOLE_MAX_PORTS) { bad(at, name, `too many ports: at most ${CONSOLE_MAX_PORTS}`); continue; }
+    ports.set(n, { name, path, at, legacyKey: name });
+  }
+  const out: Record<string, { name?: string; path: string }> = {};
+  const paths = new Map<string, number>();
+  for (const n of [...ports.keys()].sort((a, b) => a - b)) {
+    const p = ports.get(n)!;
+    const key = (sub: string) => p.legacyKey ?? `port.${n}.${sub}`;
+    if (p.name !== undefined && (typeof p.name !== "string" || !CONSOLE_NAME.test(p.name))) {
+      bad(p.at, key("name"), `expected a port name of 1-127 printable ASCII characters without spaces or '/', got ${show(p.name)}`);
+      continue;
+    }
+    if (p.path === undefined) { bad(p.at, key("path"), "missing: a port needs path = a Unix socket path (or a chardev like \"pty\")"); continue; }
+    const r = consolePortSpec(p.path, p.at.baseDir);
+    if (!r.ok) { bad(p.at, key("path"), r.error); continue; }
+    const canon = formatConsolePort(r.value);
+    if (r.value.kind !== "null" && r.value.kind !== "pty" && paths.has(canon)) {
+      bad(p.at, key("path"), `${canon} is already used by port ${paths.get(canon)}`);
+      continue;
+    }
+    paths.set(canon, n);
+    out[String(n)] = p.name === undefined ? { path: canon } : { name: p.name as string, path: canon };
+  }
+  for (const k of Object.keys(table)) if (!(k === "device" || k === "bootindex" || k === "pcireg" || k.startsWith("pcireg."))) delete table[k];
+  table.port = out;
+  return ok;
+}
+
 export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   hostbridge: { implemented: true },
   amd_hostbridge: { implemented: true },
@@ -179,7 +287,7 @@ export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   "virtio-scsi": { implemented: false },
   "virtio-9p": { implemented: false },
   "virtio-rnd": { implemented: true },
-  "virtio-console": { implemented: false },
+  "virtio-console": { implemented: true, normalize: normalizeConsole },
   "virtio-input": { implemented: false },
   ahci: { implemented: false },
   "ahci-cd": { implemented: false },

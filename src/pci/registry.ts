@@ -7,6 +7,7 @@ import { lpc } from "./devices/lpc.ts";
 import type { PciEmulation } from "./registry-types.ts";
 import { virtioRnd } from "../virtio/devices/rnd.ts";
 import { virtioBlk } from "../virtio/devices/blk.ts";
+import { virtioConsole } from "../virtio/devices/console.ts";
 
 export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   hostbridge,
@@ -14,4 +15,5 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   lpc,
   "virtio-rnd": virtioRnd,
   "virtio-blk": virtioBlk,
+  "virtio-console": virtioConsole,
 };

@@ -9,6 +9,9 @@ import { fwcfgForConfig, type FwCfgItems } from "../fwcfg/items.ts";
 import { acpiFwCfgFiles } from "./describe.ts";
 import { closeVirtioNotifiers, openVirtioNotifiers } from "../virtio/notify.ts";
 import { closeBlock, openBlock, type BlockDisk } from "../block/backend.ts";
+import { consolePortSpec } from "../config/schema.ts";
+import { consoleMaxNrPorts, consolePorts, consoleQueueCount } from "../virtio/devices/console.ts";
+import { host } from "../vmm/index.ts";
 
 export interface Prepared {
   /** lpc.com1..com4 host ends (undefined where the port is absent) */
@@ -19,6 +22,8 @@ export interface Prepared {
   virtioNotify: Record<string, number[]>;
   /** per virtio-blk function ("B.S.F"): its open disk (plain data, fd included) */
   disks: Record<string, BlockDisk>;
+  /** per virtio-console function ("B.S.F"): the host end of each port, by port number */
+  consolePorts?: Record<string, (ChardevHandle | undefined)[]>;
 }
 
 export function prepare(cfg: VmConfig): Prepared {
@@ -27,6 +32,7 @@ export function prepare(cfg: VmConfig): Prepared {
     p.virtioNotify = openVirtioNotifiers(cfg);
     p.disks = openDisks(cfg, p.disks);
     cfg.com.forEach((spec, i) => { p.com[i] = spec ? openChardev(spec, `com${i + 1}`) : undefined; });
+    openConsoles(cfg, p);
   } catch (e) {
     release(p);
     throw e;
@@ -38,6 +44,28 @@ export function release(p: Prepared): void {
   for (const h of p.com) if (h) closeChardev(h);
   closeVirtioNotifiers(p.virtioNotify);
   for (const d of Object.values(p.disks)) closeBlock(d);
+  for (const ports of Object.values(p.consolePorts ?? {})) for (const h of ports) if (h) closeChardev(h);
+}
+
+/**
+ * virtio-console functions: a queue eventfd per queue (the console's queue count depends on its
+ * highest port number, so they are opened here rather than by openVirtioNotifiers), and each port's
+ * host end (a listening Unix socket, or the chardev given). Everything goes into `p` as it is opened.
+ */
+function openConsoles(cfg: VmConfig, p: Prepared): void {
+  for (const [key, t] of Object.entries(cfg.pci)) {
+    if (t.device !== "virtio-console") continue;
+    if (!p.virtioNotify[key]) {
+      const fds: number[] = p.virtioNotify[key] = [];
+      for (let q = 0; q < consoleQueueCount(consoleMaxNrPorts(t)); q++) fds.push(host.eventfd());
+    }
+    const handles: (ChardevHandle | undefined)[] = (p.consolePorts ??= {})[key] = [];
+    for (const [id, port] of consolePorts(t)) {
+      const spec = consolePortSpec(port.path, "/");
+      if (!spec.ok) throw new Error(`pci.${key}.port.${id}.path: ${spec.error}`);
+      handles[id] = openChardev(spec.value, `pci.${key} (virtio-console) port ${id}${port.name ? ` "${port.name}"` : ""}`);
+    }
+  }
 }
 
 /** Open every virtio-blk disk into `out` (so release() closes what was opened if a later one fails); warnings go to stderr once. */
