@@ -608,6 +608,12 @@ int32_t tsb_vcpu_stopped(int32_t h, int32_t id)
 	struct vcpu *v = get_vcpu(h, id);
 	if (!v)
 		return -EBADF;
+	/*
+	 * Only KVM_GET_MP_STATE and the run page's if_flag (written on every return from KVM_RUN, EINTR
+	 * included). Not KVM_GET_REGS: after an EINTR that came before a pending port/MMIO completion ran,
+	 * reading the registers syncs the instruction emulator's half-done register cache into the vCPU and
+	 * can corrupt the guest when the instruction then completes.
+	 */
 	struct kvm_mp_state s;
 	if (ioctl(v->fd, KVM_GET_MP_STATE, &s) < 0)
 		return -errno;
@@ -615,10 +621,7 @@ int32_t tsb_vcpu_stopped(int32_t h, int32_t id)
 		return 1; /* never started (or parked by INIT): waits for a SIPI */
 	if (s.mp_state != KVM_MP_STATE_HALTED)
 		return 0;
-	struct kvm_regs r;
-	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0)
-		return -errno;
-	return (r.rflags & (1u << 9)) ? 0 : 1; /* halted with interrupts disabled */
+	return v->run->if_flag ? 0 : 1; /* halted with interrupts disabled */
 }
 
 int32_t tsb_irq_line(int32_t h, int32_t gsi, int32_t level)

@@ -68,8 +68,10 @@ test(
     };
     let r = await once();
     let retried = "";
-    if (r.stalled || (r.markerMs === null && r.totalMs > 190_000)) {
-      retried = ` (retried once: first attempt ${r.stalled ? "hit an L1 stall" : "timed out"})`;
+    // Also retry one guest death before the marker (rc 3; seen twice in ~40 nested boots, see the note on
+    // tsb_vcpu_stopped in ffi/kvm.c), and say so in the result.
+    if (r.stalled || (r.markerMs === null && (r.totalMs > 190_000 || r.code === 3))) {
+      retried = ` (retried once: first attempt ${r.stalled ? "hit an L1 stall" : r.code === 3 ? "ended in a triple fault" : "timed out"})`;
       r = await once();
     }
     const { code, out, err, markerMs, totalMs } = r;
