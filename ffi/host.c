@@ -302,6 +302,9 @@ int32_t tsb_open_disk(const char *path, int32_t flags)
 	return neg(open(path, fl));
 }
 
+/* ioctl whose argument is a buffer (e.g. the EVIOCG* queries of an evdev device): -errno or the result */
+int32_t tsb_ioctl_buf(int32_t fd, uint64_t req, void *buf) { return neg(ioctl(fd, (unsigned long)req, buf)); }
+
 int32_t tsb_disk_info(int32_t fd, uint64_t *out)
 {
 	struct stat st;

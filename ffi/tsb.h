@@ -161,6 +161,7 @@ int32_t tsb_ppoll(int32_t *fds, int16_t *events, int16_t *revents, int32_t n, in
 #define TSB_OPEN_DIRECT 2        /* bypass the host page cache (O_DIRECT): I/O must be aligned, see tsb_blk_io */
 #define TSB_OPEN_SYNC   4        /* every write reaches stable storage before it returns (O_SYNC) */
 int32_t tsb_open_disk(const char *path, int32_t flags); /* -> fd (close-on-exec) */
+int32_t tsb_ioctl_buf(int32_t fd, uint64_t req, void *buf); /* ioctl with a buffer argument -> result or -errno */
 /* out[8]: kind (1 regular file, 2 block device, 3 other), size in bytes, logical and physical sector
  * size (block devices; 0 for files), allocated bytes (st_blocks * 512), preferred I/O size,
  * direct-I/O memory alignment and file-offset alignment (0 if the host does not say). */

@@ -277,6 +277,43 @@ function normalizeConsole(id: string, table: Record<string, unknown>, origins: R
   return ok;
 }
 
+/**
+ * virtio-input's keys: bhyve's `path` (a host evdev device, mirrored) or tsbhyve's built-in `model`,
+ * exactly one of them (checked by normalizeInput).
+ */
+export const VIRTIO_INPUT_OPTIONS: readonly KeyDef[] = [
+  { key: "path", type: "string", check: checkEvdevPath, doc: "host evdev device (/dev/input/eventN) whose identity and events the guest gets" },
+  { key: "model", type: "enum", values: ["keyboard", "tablet"], doc: "built-in device without a host device: keyboard | tablet (events injected by tsbhyve)" },
+  { key: "name", type: "string", pattern: /^[\x20-\x7e]{1,128}$/, patternDoc: "a name of 1-128 printable ASCII characters",
+    doc: "device name the guest sees (default: the host device's, or \"tsbhyve virtio keyboard/tablet\")" },
+  { key: "serial", type: "string", pattern: /^[\x20-\x7e]{0,128}$/, patternDoc: "a serial of at most 128 printable ASCII characters", doc: "serial (ID_SERIAL)" },
+  { key: "hello", type: "bool", doc: "test aid: answer each LED change from the guest with a KEY_H press and release" },
+];
+
+/** A virtio-input path: an existing character device. */
+function checkEvdevPath(v: unknown): string | undefined {
+  const p = String(v);
+  let st: Stats;
+  try { st = statSync(p); } catch { return `file not found: ${p}`; }
+  return st.isCharacterDevice() ? undefined : `expected a character device like /dev/input/event0, got ${p}`;
+}
+
+function normalizeInput(id: string, table: Record<string, unknown>, _origins: ReadonlyMap<string, Origin>, origin: Origin,
+  report: (origin: Origin | undefined, key: string, message: string) => void): boolean {
+  const hasPath = table.path !== undefined, hasModel = table.model !== undefined;
+  if (hasPath === hasModel) {
+    report(_origins.get(hasPath ? "model" : "device") ?? origin, `pci.${id}.${hasPath ? "model" : "path"}`, hasPath
+      ? "expected either path (a host evdev device) or model (keyboard | tablet), not both"
+      : "missing: expected path = \"/dev/input/eventN\" or model = \"keyboard\" | \"tablet\"");
+    return false;
+  }
+  if (hasPath && table.hello !== undefined) {
+    report(_origins.get("hello") ?? origin, `pci.${id}.hello`, "only for a built-in model");
+    return false;
+  }
+  return true;
+}
+
 export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   hostbridge: { implemented: true },
   amd_hostbridge: { implemented: true },
@@ -288,7 +325,7 @@ export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   "virtio-9p": { implemented: false },
   "virtio-rnd": { implemented: true },
   "virtio-console": { implemented: true, normalize: normalizeConsole },
-  "virtio-input": { implemented: false },
+  "virtio-input": { implemented: true, pathKeys: ["path"], options: VIRTIO_INPUT_OPTIONS, normalize: normalizeInput },
   ahci: { implemented: false },
   "ahci-cd": { implemented: false },
   "ahci-hd": { implemented: false },

@@ -8,6 +8,7 @@ import type { PciEmulation } from "./registry-types.ts";
 import { virtioRnd } from "../virtio/devices/rnd.ts";
 import { virtioBlk } from "../virtio/devices/blk.ts";
 import { virtioConsole } from "../virtio/devices/console.ts";
+import { virtioInput } from "../virtio/devices/input.ts";
 
 export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   hostbridge,
@@ -16,4 +17,5 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   "virtio-rnd": virtioRnd,
   "virtio-blk": virtioBlk,
   "virtio-console": virtioConsole,
+  "virtio-input": virtioInput,
 };

@@ -11,6 +11,7 @@ import { closeVirtioNotifiers, openVirtioNotifiers } from "../virtio/notify.ts";
 import { closeBlock, openBlock, type BlockDisk } from "../block/backend.ts";
 import { consolePortSpec } from "../config/schema.ts";
 import { consoleMaxNrPorts, consolePorts, consoleQueueCount } from "../virtio/devices/console.ts";
+import { openEvdev, type InputHost } from "../virtio/devices/input.ts";
 import { host } from "../vmm/index.ts";
 
 export interface Prepared {
@@ -24,6 +25,8 @@ export interface Prepared {
   disks: Record<string, BlockDisk>;
   /** per virtio-console function ("B.S.F"): the host end of each port, by port number */
   consolePorts?: Record<string, (ChardevHandle | undefined)[]>;
+  /** per virtio-input function with a host device ("B.S.F"): its open evdev fd and identity */
+  inputs?: Record<string, InputHost>;
 }
 
 export function prepare(cfg: VmConfig): Prepared {
@@ -33,6 +36,7 @@ export function prepare(cfg: VmConfig): Prepared {
     p.disks = openDisks(cfg, p.disks);
     cfg.com.forEach((spec, i) => { p.com[i] = spec ? openChardev(spec, `com${i + 1}`) : undefined; });
     openConsoles(cfg, p);
+    openInputs(cfg, p);
   } catch (e) {
     release(p);
     throw e;
@@ -45,6 +49,24 @@ export function release(p: Prepared): void {
   closeVirtioNotifiers(p.virtioNotify);
   for (const d of Object.values(p.disks)) closeBlock(d);
   for (const ports of Object.values(p.consolePorts ?? {})) for (const h of ports) if (h) closeChardev(h);
+  for (const h of Object.values(p.inputs ?? {})) host.close(h.fd);
+}
+
+/**
+ * virtio-input functions: their two queue eventfds (eventq, statusq), and for `path` the host evdev
+ * device, opened and probed (EVIOCG*) here.
+ */
+function openInputs(cfg: VmConfig, p: Prepared): void {
+  for (const [key, t] of Object.entries(cfg.pci)) {
+    if (t.device !== "virtio-input") continue;
+    if (!p.virtioNotify[key]) {
+      const fds: number[] = p.virtioNotify[key] = [];
+      for (let q = 0; q < 2; q++) fds.push(host.eventfd());
+    }
+    if (typeof t.path === "string") {
+      try { (p.inputs ??= {})[key] = openEvdev(t.path); } catch (e) { throw new Error(`pci.${key}.path (virtio-input): ${(e as Error).message}`); }
+    }
+  }
 }
 
 /**

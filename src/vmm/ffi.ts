@@ -67,6 +67,7 @@ const symbols = {
   tsb_monotonic_ns: { args: [], returns: u64_fast },
   tsb_ppoll: { args: [ptr, ptr, ptr, i32, i64], returns: i32 },
   tsb_open_disk: { args: [ptr, i32], returns: i32 },
+  tsb_ioctl_buf: { args: [i32, u64, ptr], returns: i32 },
   tsb_disk_info: { args: [i32, ptr], returns: i32 },
   tsb_fdatasync: { args: [i32], returns: i32 },
   tsb_fallocate: { args: [i32, i32, i64, i64], returns: i32 },

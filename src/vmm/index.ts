@@ -201,6 +201,8 @@ export const host = {
   // ---- block storage (src/block/): every call returns a negative errno on failure, never throws ----
   /** Open a disk image or block device; flags: DISK_OPEN_* bits. -> fd or -errno. */
   openDisk(path: string, flags: number): number { return shim().tsb_open_disk(cstr(path), flags); },
+  /** ioctl(fd, req, buf): the result, or -errno */
+  ioctlBuf(fd: number, req: number, buf: Uint8Array): number { return shim().tsb_ioctl_buf(fd, req, buf); },
   /** fstat + block-device ioctls + direct-I/O alignment of an open disk, or -errno. */
   diskInfo(fd: number): DiskHostInfo | number {
     const b = new BigUint64Array(8);

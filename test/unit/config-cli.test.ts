@@ -160,7 +160,7 @@ describe("command-line errors", () => {
       `command line (-o x86.strictmsr=perhaps): x86.strictmsr: expected a boolean (true/false, or on/off, yes/no, 1/0), got "perhaps"`,
       `command line (-m lots): memory.size: expected a size like "512M" or "2G", got "lots"`,
       `command line (-c 300): cpus: expected an integer 1-255, got "300"`,
-      `command line (-s 4,virtio-net,d.img): pci.0.4.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-blk, virtio-rnd, virtio-console)`,
+      `command line (-s 4,virtio-net,d.img): pci.0.4.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-blk, virtio-rnd, virtio-console, virtio-input)`,
     ]);
     expect(fails(["-l", "com1,stdio", "vm1"]).message).toBe(
       "command line: lpc.bootrom: expected lpc.bootrom (firmware) or boot.kernel (direct kernel boot); neither is set");

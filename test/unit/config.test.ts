@@ -267,7 +267,7 @@ describe("pci", () => {
     const msg = errorOf(() => withRom(
       `[pci.0.3.0]\ndevice = "virtio-net"\n[pci.0.4.0]\ndevice = "bogus"\n[pci.0.32.0]\ndevice = "lpc"\n[pci.1.2.0]\ndevice = "lpc"\n[pci.0.6.0]\npath = "x"\n`));
     expect(msg.split("\n")).toEqual([
-      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-blk, virtio-rnd, virtio-console)`,
+      `guest.toml:4: pci.0.3.0.device: "virtio-net" is not implemented yet (available: hostbridge, amd_hostbridge, lpc, virtio-blk, virtio-rnd, virtio-console, virtio-input)`,
       expect.stringContaining(`guest.toml:6: pci.0.4.0.device: expected a PCI emulation (hostbridge, amd_hostbridge, lpc,`),
       `guest.toml:8: pci.0.32.0.device: expected slot 0-31, got 32`,
       `guest.toml:10: pci.1.2.0.device: "lpc" must be on bus 0`,
