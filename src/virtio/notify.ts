@@ -5,6 +5,7 @@
  * (guest notifications stay in the kernel) and the I/O Worker polls them.
  */
 import type { VmConfig } from "../config/types.ts";
+import { consoleMaxNrPorts, consoleQueueCount } from "./devices/console.ts";
 import type { DeviceContext, Platform, Space } from "../devices/device.ts";
 import type { PciAddress } from "../pci/function.ts";
 import { host } from "../vmm/index.ts";
@@ -14,6 +15,9 @@ import type { IoEventFdAttach } from "./pci.ts";
 export const VIRTIO_QUEUE_COUNT: Readonly<Record<string, number | ((table: Record<string, unknown>) => number)>> = {
   "virtio-rnd": 1,
   "virtio-blk": (t) => (typeof t.queues === "number" ? t.queues : 1),
+  // receiveq/transmitq per port plus the two control queues; the highest port number sets the count
+  "virtio-console": (t) => consoleQueueCount(consoleMaxNrPorts(t)),
+  "virtio-input": 2, // eventq, statusq
 };
 
 /** How many queues (eventfds) the table's virtio function has; 0 for non-virtio devices. */

@@ -10,7 +10,7 @@ import { acpiFwCfgFiles } from "./describe.ts";
 import { closeVirtioNotifiers, openVirtioNotifiers } from "../virtio/notify.ts";
 import { closeBlock, openBlock, type BlockDisk } from "../block/backend.ts";
 import { consolePortSpec } from "../config/schema.ts";
-import { consoleMaxNrPorts, consolePorts, consoleQueueCount } from "../virtio/devices/console.ts";
+import { consolePorts } from "../virtio/devices/console.ts";
 import { openEvdev, type InputHost } from "../virtio/devices/input.ts";
 import { host } from "../vmm/index.ts";
 
@@ -53,16 +53,11 @@ export function release(p: Prepared): void {
 }
 
 /**
- * virtio-input functions: their two queue eventfds (eventq, statusq), and for `path` the host evdev
- * device, opened and probed (EVIOCG*) here.
+ * virtio-input functions with `path`: the host evdev device, opened and probed (EVIOCG*) here.
  */
 function openInputs(cfg: VmConfig, p: Prepared): void {
   for (const [key, t] of Object.entries(cfg.pci)) {
     if (t.device !== "virtio-input") continue;
-    if (!p.virtioNotify[key]) {
-      const fds: number[] = p.virtioNotify[key] = [];
-      for (let q = 0; q < 2; q++) fds.push(host.eventfd());
-    }
     if (typeof t.path === "string") {
       try { (p.inputs ??= {})[key] = openEvdev(t.path); } catch (e) { throw new Error(`pci.${key}.path (virtio-input): ${(e as Error).message}`); }
     }
@@ -70,17 +65,12 @@ function openInputs(cfg: VmConfig, p: Prepared): void {
 }
 
 /**
- * virtio-console functions: a queue eventfd per queue (the console's queue count depends on its
- * highest port number, so they are opened here rather than by openVirtioNotifiers), and each port's
- * host end (a listening Unix socket, or the chardev given). Everything goes into `p` as it is opened.
+ * virtio-console functions: each port's host end (a listening Unix socket, or the chardev given).
+ * Everything goes into `p` as it is opened.
  */
 function openConsoles(cfg: VmConfig, p: Prepared): void {
   for (const [key, t] of Object.entries(cfg.pci)) {
     if (t.device !== "virtio-console") continue;
-    if (!p.virtioNotify[key]) {
-      const fds: number[] = p.virtioNotify[key] = [];
-      for (let q = 0; q < consoleQueueCount(consoleMaxNrPorts(t)); q++) fds.push(host.eventfd());
-    }
     const handles: (ChardevHandle | undefined)[] = (p.consolePorts ??= {})[key] = [];
     for (const [id, port] of consolePorts(t)) {
       const spec = consolePortSpec(port.path, "/");

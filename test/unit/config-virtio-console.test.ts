@@ -57,7 +57,9 @@ describe("virtio-console config", () => {
     expect(again.pci["0.5.0"]).toEqual(c.pci["0.5.0"]!);
     // no ports at all is allowed (bhyve too)
     expect(load(`[pci.0.6.0]\ndevice = "virtio-console"\n`).pci["0.6.0"]).toEqual({ device: "virtio-console", port: {} });
-    expect(virtioQueueCount({ device: "virtio-console" })).toBe(0); // its eventfds are opened by prepare()
+    // receiveq + transmitq per port number up to the highest, plus the two control queues
+    expect(virtioQueueCount({ device: "virtio-console" })).toBe(4);
+    expect(virtioQueueCount({ device: "virtio-console", port: { "0": { path: "/a" }, "3": { path: "/b" } } })).toBe(10);
   });
 
   test("errors name the file and line", () => {
