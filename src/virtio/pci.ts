@@ -118,6 +118,8 @@ export interface VirtioDeviceModel {
   processQueue(q: number, t: VirtioTransport): void;
   /** Device reset (also at power-on; lock held; no Platform calls). */
   reset?(): void;
+  /** Host fds the device itself wants watched on the I/O Worker (sockets, evdev), besides its queues. */
+  pollSources?(): PollSource[];
 }
 
 /** Attach an eventfd as the kernel's handler of guest writes (KVM ioeventfd); VmHandle.ioeventfd. */
@@ -453,7 +455,7 @@ export class VirtioTransport {
   }
 
   pollSources(): PollSource[] {
-    return this.notifyFds.map((fd, q) => ({
+    const queues: PollSource[] = this.notifyFds.map((fd, q) => ({
       fd, events: POLLIN,
       ready: () => {
         this.efd.drain(fd);
@@ -461,6 +463,7 @@ export class VirtioTransport {
         try { this.process(q); } finally { this.fn.lock.release(); }
       },
     }));
+    return this.model.pollSources ? [...queues, ...this.model.pollSources()] : queues;
   }
 
   deadline(): number { return this.st.pending ? 0 : Infinity; }

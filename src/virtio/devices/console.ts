@@ -170,6 +170,7 @@ export class ConsoleDevice {
       configWrite: () => {}, // emerg_wr: EMERG_WRITE is not offered
       processQueue: (q, t) => { this.t = t; this.run(q); },
       reset: () => this.reset(),
+      pollSources: () => this.pollSources(),
     };
   }
 
@@ -521,7 +522,7 @@ export interface ConsoleInput {
   log?: (msg: string) => void;
 }
 
-/** The PCI function of a virtio-console, its I/O Worker sources added to the transport's. */
+/** The PCI function of a virtio-console (its socket sources reach the I/O Worker through the model). */
 export function createConsole(inp: ConsoleInput): { fn: VirtioPciFunction; console: ConsoleDevice } {
   const con = new ConsoleDevice(inp.ctx, inp.ports, inp.log);
   const fn = createVirtioPci({
@@ -529,8 +530,6 @@ export function createConsole(inp: ConsoleInput): { fn: VirtioPciFunction; conso
     eventfd: inp.eventfd, overrides: inp.overrides,
   }, con.model());
   con.t = fn.transport;
-  const queues = fn.pollSources.bind(fn);
-  fn.pollSources = () => [...queues(), ...con.pollSources()];
   return { fn, console: con };
 }
 

@@ -242,6 +242,7 @@ export class InputDevice {
       configWrite: (off, size, v) => this.configWrite(off, size, v),
       processQueue: (q, t) => { this.t = t; if (q === EVENTQ) this.deliver(); else if (q === STATUSQ) this.status(); },
       reset: () => { const s = this.s; s.select = s.subsel = 0; s.head = s.count = 0; },
+      pollSources: () => this.pollSources(),
     };
   }
 
@@ -439,7 +440,7 @@ export interface InputInput {
 /** Devices built in this thread, by function address ("B.S.F"), for injectInputEvents. */
 const built = new Map<string, InputDevice>();
 
-/** The PCI function of a virtio-input, its host device added to the I/O Worker's sources. */
+/** The PCI function of a virtio-input (its host evdev source reaches the I/O Worker through the model). */
 export function createInput(inp: InputInput): { fn: VirtioPciFunction; input: InputDevice } {
   const dev = new InputDevice(inp.ctx, inp.device, inp.log);
   const fn = createVirtioPci({
@@ -447,8 +448,6 @@ export function createInput(inp: InputInput): { fn: VirtioPciFunction; input: In
     eventfd: inp.eventfd, overrides: inp.overrides,
   }, dev.model());
   dev.t = fn.transport;
-  const queues = fn.pollSources.bind(fn);
-  fn.pollSources = () => [...queues(), ...dev.pollSources()];
   built.set(notifyKey(inp.addr), dev);
   return { fn, input: dev };
 }
