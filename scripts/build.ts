@@ -26,7 +26,9 @@ export async function buildShim(force = false): Promise<string> {
   mkdirSync(join(root, "build"), { recursive: true });
   if (!force && existsSync(SHIM) && statSync(SHIM).mtimeMs >= newest(join(root, "ffi"), [".c", ".h"])) return SHIM;
   const cc = process.env.CC ?? "gcc";
-  await $`${cc} -O2 -g -Wall -Wextra -Werror -fPIC -shared -o ${SHIM}.tmp ${join(root, "ffi/kvm.c")} ${join(root, "ffi/host.c")} -lpthread`.cwd(root);
+  // every ffi/*.c: kvm.c (the VM backend), host.c (memory, fds, disks), net.c (tap), fs.c (confined file access)
+  const sources = (readdirSync(join(root, "ffi")) as string[]).filter((f) => f.endsWith(".c")).sort().map((f) => join(root, "ffi", f));
+  await $`${cc} -O2 -g -Wall -Wextra -Werror -fPIC -shared -o ${SHIM}.tmp ${sources} -lpthread`.cwd(root);
   await $`mv ${SHIM}.tmp ${SHIM}`;
   return SHIM;
 }

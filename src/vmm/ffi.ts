@@ -8,6 +8,8 @@
  */
 import { dlopen, FFIType } from "bun:ffi";
 import shimPath from "../../build/libtsbhyve.so" with { type: "file" };
+import { netSymbols } from "./symbols-net.ts";
+import { fsSymbols } from "./symbols-fs.ts";
 
 const i32 = "i32", u32 = "u32", i64 = "i64", u64 = "u64", ptr = "ptr";
 const i64_fast = FFIType.i64_fast, u64_fast = FFIType.u64_fast;
@@ -74,6 +76,8 @@ const symbols = {
   tsb_blk_io: { args: [i32, ptr, i32, i64, i32, i32, i32], returns: i64_fast },
   tsb_write_zeroes: { args: [i32, i64, i64, i32, i32, i32], returns: i64_fast },
   tsb_cache_stat: { args: [i32, i64, i64, ptr], returns: i32 },
+  ...netSymbols,
+  ...fsSymbols,
 } as const;
 
 export type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

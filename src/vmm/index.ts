@@ -11,6 +11,8 @@ import {
 } from "./layout.ts";
 
 export * from "./layout.ts";
+export { netHost } from "./net.ts";
+export { fsHost } from "./fs.ts";
 
 const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(constants.errno).map(([k, v]) => [v, k]),
