@@ -12,7 +12,7 @@ const root = join(import.meta.dir, "..");
 export const SHIM = join(root, "build", "libtsbhyve.so");
 export const BINARY = join(root, "dist", "tsbhyve");
 /** Every file Bun must bundle as a separate entry point (Workers are loaded by URL). */
-export const ENTRY_POINTS = ["src/main.ts", "src/vcpu/worker.ts", "src/vm/io-worker.ts"];
+export const ENTRY_POINTS = ["src/main.ts", "src/vcpu/worker.ts", "src/vm/io-worker.ts", "src/virtio/blk/pool-worker.ts"];
 
 function newest(dir: string, ext: string[]): number {
   let t = 0;

@@ -5,3 +5,4 @@
  */
 export const VCPU_WORKER = new URL("./vcpu/worker.ts", import.meta.url).href;
 export const IO_WORKER = new URL("./vm/io-worker.ts", import.meta.url).href;
+export const BLK_POOL_WORKER = new URL("./virtio/blk/pool-worker.ts", import.meta.url).href;

@@ -115,8 +115,8 @@ export function ramRange(mem: GuestMemory, gpa: number, len: number): boolean {
   if (len === 0) return true;
   let done = 0;
   while (done < len) {
-    let r: MemRegion;
-    try { r = mem.find(gpa + done, 1); } catch { return false; }
+    if (!mem.valid(gpa + done, 1)) return false;
+    const r: MemRegion = mem.find(gpa + done, 1);
     if (r.kind !== "ram") return false;
     done += Math.min(len - done, r.size - (gpa + done - r.gpa));
   }

@@ -8,11 +8,12 @@ import type { VmConfig } from "../config/types.ts";
 import { fwcfgForConfig, type FwCfgItems } from "../fwcfg/items.ts";
 import { acpiFwCfgFiles } from "./describe.ts";
 import { closeVirtioNotifiers, openVirtioNotifiers } from "../virtio/notify.ts";
-import { closeBlock, openBlock, type BlockDisk } from "../block/backend.ts";
+import { closeBlock, needsRmw, openBlock, type BlockDisk } from "../block/backend.ts";
 import { consolePortSpec } from "../config/schema.ts";
 import { consolePorts } from "../virtio/devices/console.ts";
 import { openEvdev, type InputHost } from "../virtio/devices/input.ts";
 import { host } from "../vmm/index.ts";
+import { makePoolInfo, type BlockPoolInfo } from "../block/pool.ts";
 
 export interface Prepared {
   /** lpc.com1..com4 host ends (undefined where the port is absent) */
@@ -23,6 +24,8 @@ export interface Prepared {
   virtioNotify: Record<string, number[]>;
   /** per virtio-blk function ("B.S.F"): its open disk (plain data, fd included) */
   disks: Record<string, BlockDisk>;
+  /** per virtio-blk function with block Workers ("B.S.F"): the pool's shared ring and completion eventfd */
+  blkPools?: Record<string, BlockPoolInfo>;
   /** per virtio-console function ("B.S.F"): the host end of each port, by port number */
   consolePorts?: Record<string, (ChardevHandle | undefined)[]>;
   /** per virtio-input function with a host device ("B.S.F"): its open evdev fd and identity */
@@ -34,6 +37,7 @@ export function prepare(cfg: VmConfig): Prepared {
   try {
     p.virtioNotify = openVirtioNotifiers(cfg);
     p.disks = openDisks(cfg, p.disks);
+    makeBlkPools(cfg, p);
     cfg.com.forEach((spec, i) => { p.com[i] = spec ? openChardev(spec, `com${i + 1}`) : undefined; });
     openConsoles(cfg, p);
     openInputs(cfg, p);
@@ -48,6 +52,7 @@ export function release(p: Prepared): void {
   for (const h of p.com) if (h) closeChardev(h);
   closeVirtioNotifiers(p.virtioNotify);
   for (const d of Object.values(p.disks)) closeBlock(d);
+  for (const pool of Object.values(p.blkPools ?? {})) host.close(pool.fd);
   for (const ports of Object.values(p.consolePorts ?? {})) for (const h of ports) if (h) closeChardev(h);
   for (const h of Object.values(p.inputs ?? {})) host.close(h.fd);
 }
@@ -77,6 +82,21 @@ function openConsoles(cfg: VmConfig, p: Prepared): void {
       if (!spec.ok) throw new Error(`pci.${key}.port.${id}.path: ${spec.error}`);
       handles[id] = openChardev(spec.value, `pci.${key} (virtio-console) port ${id}${port.name ? ` "${port.name}"` : ""}`);
     }
+  }
+}
+
+/**
+ * virtio-blk disks with `iothreads` > 0 get a block Worker pool (src/block/pool.ts): its shared ring and
+ * completion eventfd are made here, the Workers started by runVm. O_DIRECT disks with sub-block sectors
+ * (read-modify-write) keep running inline, one request at a time.
+ */
+function makeBlkPools(cfg: VmConfig, p: Prepared): void {
+  for (const [key, t] of Object.entries(cfg.pci)) {
+    const disk = p.disks[key];
+    if (t.device !== "virtio-blk" || !disk) continue;
+    const threads = typeof t.iothreads === "number" ? t.iothreads : 8;
+    if (threads < 1 || needsRmw(disk)) continue;
+    (p.blkPools ??= {})[key] = makePoolInfo(threads, host.eventfd());
   }
 }
 

@@ -12,6 +12,7 @@ import { buildMachine, powerOnMachine, STATE_BYTES, type Machine } from "./machi
 import { setupMemory, viewMemory } from "./memory.ts";
 import { makePlatform } from "./platform.ts";
 import { prepare, release, type Prepared } from "./prepare.ts";
+import { startBlkPools, type BlkPools } from "./blk-pools.ts";
 import { IO_WORKER, VCPU_WORKER } from "../entry-points.ts";
 import { Ctrl, RunState, type ThreadInit, type VcpuInit, type WorkerMsg } from "./shared.ts";
 
@@ -48,6 +49,7 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
 
   const vm = createVm();
   let prepared: Prepared | undefined;
+  let pools: BlkPools | undefined;
   // Start the Workers first: loading their modules (tens of ms each) overlaps the main thread's set-up
   // below; they wait for their ThreadInit message.
   let route: (m: WorkerMsg) => void = () => {};
@@ -102,6 +104,7 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     setupVcpus(vm, cfg);
     await loadGuest(vm, cfg, mem, log);
 
+    pools = startBlkPools(cfg, prepared, regions, onMsg);
     const init: ThreadInit = { cfg, vmId: vm.id, regions, state, ctrl: ctrlBuf, prepared, ioWakeFd, t0, trace: !!opts.trace };
     route = onMsg;
     workers[0]!.postMessage(init);
@@ -127,6 +130,7 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     host.close(ioWakeFd);
     return { ...result, firstEntryMs: firstUs / 1000, exits };
   } finally {
+    await pools?.stop();
     for (const w of workers) w.terminate();
     if (prepared) release(prepared);
     vm.destroy();

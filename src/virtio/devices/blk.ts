@@ -11,19 +11,28 @@
  * (`status: null`), so the driver gets its descriptors back. The transport then decides on the
  * interrupt (EVENT_IDX's used_event, or VIRTQ_AVAIL_F_NO_INTERRUPT) once per run.
  *
- * Threads: every request runs on the one I/O Worker for now, so a slow disk holds up the serial ports
- * and timers serviced there. Next step (bhyve runs 8 blockif threads per disk): a pool of block
- * Workers, each with its own GuestMemory views and this device's plain BlkDeviceInfo, taking popped
- * chains and completing them under the queue's lock (the ordering rules are in src/virtio/blk/request.ts).
+ * Threads: with a pool (`iothreads` > 0, the default 8 as in bhyve; src/block/pool.ts) the I/O Worker
+ * only pops chains and submits them to the disk's block Workers, which run `executeRequest` in parallel
+ * (src/virtio/blk/pool-worker.ts); their completion eventfd is one of this model's poll sources: the I/O
+ * Worker reaps finished slots, pushes them on their queues, pops more while slots are free, and lets the
+ * transport decide on the interrupt. When every slot is busy the remaining chains stay on the available
+ * ring (notifications stay off) until a completion frees one. A device reset bumps the pool's epoch, so
+ * requests still running complete into nothing. Without a pool (`iothreads = 0`, or O_DIRECT with
+ * sub-block sectors, whose read-modify-write must not overlap) requests run inline on the I/O Worker.
  *
  * The device configuration is read-only: CONFIG_WCE is not offered, so writes to it are ignored.
  */
 import type { PciEmulation } from "../../pci/registry-types.ts";
 import { pciregOverrides } from "../../pci/pcireg.ts";
 import { hostEngine, type BlockEngine } from "../../block/io.ts";
+import type { BlockDisk } from "../../block/backend.ts";
 import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
 import { createVirtioPci, type VirtioDeviceModel } from "../pci.ts";
 import { blkConfig, blkDeviceInfo, blkFeatures, BLK_CONFIG_BYTES, executeRequest, VIRTIO_ID_BLOCK, type BlkDeviceInfo } from "../blk/index.ts";
+import { BlockPool, type BlockPoolInfo } from "../../block/pool.ts";
+import type { PollSource } from "../../devices/device.ts";
+import { host, POLLIN } from "../../vmm/index.ts";
+import type { VirtioTransport } from "../pci.ts";
 
 export const BLK_DEFAULT_QUEUE_SIZE = 256;
 /** Chains one run handles before it reschedules itself (so one busy queue cannot starve the I/O Worker). */
@@ -37,6 +46,10 @@ export interface BlkModelOptions {
   engine?: BlockEngine;
   /** where rate-limited request errors go */
   log?: (msg: string) => void;
+  /** the disk's block Worker pool (undefined: run requests inline) */
+  pool?: BlockPool;
+  /** eventfd drain (default: the shim's) */
+  drain?: (fd: number) => void;
 }
 
 export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDeviceModel {
@@ -45,11 +58,15 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
   const config = blkConfig(dev);
   const cfg = new DataView(config.buffer);
   let errors = 0;
+  const pool = o.pool;
+  const drain = o.drain ?? ((fd: number) => { host.drain(fd); });
+  /** the transport, known from the first processQueue (always on the I/O Worker, before any completion) */
+  let tr: VirtioTransport | undefined;
   const logError = (msg: string) => {
     errors++;
     if (errors <= LOG_FIRST || errors % LOG_EVERY === 0) o.log?.(`${msg}${errors >= LOG_FIRST ? ` (${errors} errors so far; logging every ${LOG_EVERY}th)` : ""}`);
   };
-  return {
+  const model: VirtioDeviceModel = {
     type: VIRTIO_ID_BLOCK,
     model: "virtio-blk",
     classCode: 0x01_00_00,
@@ -62,21 +79,57 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
     },
     configWrite() {},
     processQueue(q, t) {
+      tr = t;
       const vq = t.queue(q);
       vq.disableNotify();
       for (let done = 0; ;) {
+        if (pool?.full()) return; // notifications stay off: the next completion comes back here
         const c = vq.pop();
         if (!c) {
           if (vq.enableNotify()) continue; // more arrived while notifications were off
           return;
         }
+        if (pool?.submit({ queue: q, head: c.head, readable: c.readable, writable: c.writable })) continue;
         const res = executeRequest(dev, t.mem, c, engine);
         if (res.error) logError(`virtio-blk ${dev.disk.path}: queue ${q}: request type ${res.type}: ${res.error}`);
         vq.push(c.head, res.used);
         if (++done >= BUDGET) { vq.enableNotify(); t.reschedule(q); return; }
       }
     },
+    reset() { pool?.newEpoch(); },
+    pollSources(): PollSource[] {
+      if (!pool) return [];
+      return [{ fd: pool.fd, events: POLLIN, ready: () => { drain(pool.fd); complete(); } }];
+    },
   };
+  return model;
+
+  /** I/O Worker: put finished requests on their used rings, then refill the pool (device lock taken here). */
+  function complete(): void {
+    const t = tr;
+    if (!t || !pool) return;
+    const lock = t.fn.lock;
+    lock.acquire();
+    try {
+      let touched = 0;
+      pool.reap((q, head, used) => {
+        const vq = t.queues[q];
+        if (!vq?.ready) return;
+        vq.push(head, used);
+        touched |= 1 << q;
+      });
+      for (let q = 0; q < t.queues.length; q++) {
+        // pop more now that slots are free; process() also raises the interrupt the pushes need
+        if (((touched >>> q) & 1) || t.queues[q]!.pending() > 0) t.process(q);
+      }
+    } finally { lock.release(); }
+  }
+}
+
+/** The device shape a pci table asks for (the same on every thread and in the block Workers). */
+export function blkInfoFor(t: Record<string, unknown>, disk: BlockDisk): { dev: BlkDeviceInfo; queueSize: number } {
+  const queueSize = typeof t.queue_size === "number" ? t.queue_size : BLK_DEFAULT_QUEUE_SIZE;
+  return { dev: blkDeviceInfo(disk, { numQueues: typeof t.queues === "number" ? t.queues : 1, queueSize }), queueSize };
 }
 
 export const virtioBlk: PciEmulation = {
@@ -87,13 +140,13 @@ export const virtioBlk: PciEmulation = {
     const disk = inp.prepared.disks?.[notifyKey(inp.addr)];
     if (!disk) throw new Error(`${where}: virtio-blk disk was not opened`);
     const t = inp.table;
-    const queueSize = typeof t.queue_size === "number" ? t.queue_size : BLK_DEFAULT_QUEUE_SIZE;
-    const dev = blkDeviceInfo(disk, { numQueues: typeof t.queues === "number" ? t.queues : 1, queueSize });
+    const { dev, queueSize } = blkInfoFor(t, disk);
+    const poolInfo = (inp.prepared as { blkPools?: Record<string, BlockPoolInfo> } | undefined)?.blkPools?.[notifyKey(inp.addr)];
     return [createVirtioPci({
       ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
       notifyFds: notifyFdsFor(inp.prepared, inp.addr),
       attach: attachService(inp.ctx),
       overrides: pciregOverrides(where, t),
-    }, blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`) }))];
+    }, blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`), pool: poolInfo ? new BlockPool(poolInfo) : undefined }))];
   },
 };

@@ -214,7 +214,7 @@ export class ConsoleDevice {
 
   private run(q: number): void {
     if (q === C_IVQ) { if (this.multiport) this.flushControl(); }
-    else if (q === C_OVQ) { if (this.multiport) this.readControl(); }
+    else if (q === C_OVQ) { if (this.multiport) this.readControl(); else this.discardTx(q); } // no MULTIPORT: the queue does not exist; give buffers back
     else {
       const id = q < 2 ? 0 : (q - 2) >> 1;
       const p = this.byId.get(id);
