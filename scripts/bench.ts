@@ -4,6 +4,9 @@
  *   - userspace cost per exit with the kernel call mocked (the real exit loop, bus and a POST-port device)
  *   - time from process start to the first guest instruction (to the first serial byte, both sides)
  *   - VMM resident memory with 1 and 2 vCPUs
+ *   - virtio: userspace cost per request with the kernel calls mocked (scripts/bench/virtio-mock.ts), then
+ *     virtio-blk MB/s and IOPS and virtio-net Gbit/s in a real guest, tsbhyve vs QEMU in the same nested run
+ *     (scripts/bench/virtio.ts; BENCH_VIRTIO=0 skips it)
  * Absolute figures on these machines mean little (the kernel emulates the guest); the ratios are the point.
  */
 import { $ } from "bun";
@@ -117,3 +120,11 @@ for (const cpus of [1, 2]) {
 mockedExitCostNs(200_000); // warm up the JIT
 const ns = median([mockedExitCostNs(1_000_000), mockedExitCostNs(1_000_000), mockedExitCostNs(1_000_000)]);
 console.log(`userspace per exit (kernel call mocked): ${ns.toFixed(0)} ns  (the measured exit itself: ${(1e9 / tsbRate).toFixed(0)} ns)`);
+
+// --- virtio: userspace cost per request (mocked), then the nested side-by-side run (BENCH_VIRTIO=0 skips it)
+const { mockedVirtioCosts } = await import("./bench/virtio-mock.ts");
+for (const c of mockedVirtioCosts()) console.log(`userspace per request (kernel calls mocked), ${c.name}: ${c.ns.toFixed(0)} ns`);
+if (process.env.BENCH_VIRTIO !== "0") {
+  const { runVirtioBench } = await import("./bench/virtio.ts");
+  await runVirtioBench();
+}

@@ -136,6 +136,8 @@ export interface PciDeviceDef {
    * any other key (besides device, bootindex and pcireg.*) is an error. Absent: keys are kept as written.
    */
   options?: readonly KeyDef[];
+  /** keys listed by --help for a device whose `normalize` checks its own keys (no `options`) */
+  helpOptions?: readonly KeyDef[];
   /** options that must be present */
   required?: readonly string[];
   /** only one instance, on bus 0 */
@@ -316,15 +318,175 @@ function normalizeInput(id: string, table: Record<string, unknown>, _origins: Re
   return true;
 }
 
+/**
+ * virtio-scsi's keys. bhyve's virtio-scsi hands a CTL port (/dev/cam/ctl, FreeBSD only) to the guest;
+ * tsbhyve serves disk images itself: `path` (+ the block options) is LUN 0 of target 0, `lun.N.path`
+ * (+ per-LUN block options) LUN N (1-255). Canonical form: LUN 0's keys at the top, `lun = { "N": {...} }`.
+ */
+const SCSI_LUN_KEYS = ["path", "ro", "nocache", "direct", "sync", "sectorsize", "nodelete", "ser"];
+export const VIRTIO_SCSI_LUN_OPTIONS: readonly KeyDef[] = VIRTIO_BLK_OPTIONS.filter((o) => SCSI_LUN_KEYS.includes(o.key))
+  .map((o) => o.key === "ro" ? { ...o, doc: "read-only: MODE SENSE reports write protect, writes fail with DATA PROTECT" }
+    : o.key === "ser" ? { ...o, doc: "unit serial number (VPD page 0x80; default BHYVE-XXXX-XXXX-XXXX from the path's MD5)" }
+    : o.key === "nodelete" ? { ...o, doc: "do not offer UNMAP / WRITE SAME with unmap (thin provisioning)" } : o);
+export const VIRTIO_SCSI_MAX_LUN = 255;
+export const VIRTIO_SCSI_OPTIONS: readonly KeyDef[] = [
+  ...VIRTIO_SCSI_LUN_OPTIONS.map((o) => o.key === "path" ? { ...o, doc: "LUN 0: disk image (regular file) or host block device" } : o),
+  { key: "queues", type: "int", default: 1, min: 1, max: 16, doc: "request queues (num_queues), 1-16" },
+  { key: "queue_size", type: "int", default: 256, min: 4, max: 32768, check: (v) => isPow2(v as number) ? undefined : `expected a power of two 4-32768, got ${show(v)}`,
+    doc: "descriptors per request queue, a power of two 4-32768" },
+];
+
+function normalizeScsi(id: string, table: Record<string, unknown>, origins: ReadonlyMap<string, Origin>, origin: Origin,
+  report: (origin: Origin | undefined, key: string, message: string) => void): boolean {
+  let ok = true;
+  const bad = (at: Origin | undefined, key: string, msg: string) => { report(at ?? origin, `pci.${id}.${key}`, msg); ok = false; };
+  const top = new Map(VIRTIO_SCSI_OPTIONS.map((o) => [o.key, o]));
+  const per = new Map(VIRTIO_SCSI_LUN_OPTIONS.map((o) => [o.key, o]));
+  const valueAt = (path: string): unknown => path.split(".").reduce<unknown>((o, k) => (o !== null && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), table);
+  const coerced = (def: KeyDef, raw: unknown, at: Origin, key: string): unknown => {
+    const r = coerce(def, def.type === "string" && typeof raw === "number" ? String(raw) : raw, at.baseDir);
+    if (!r.ok) { bad(at, key, r.error); return undefined; }
+    return r.value;
+  };
+  const out: Record<string, unknown> = {};
+  const luns: Record<string, Record<string, unknown>> = {};
+  const lunAt = new Map<string, Origin>();
+  for (const [key, at] of origins) {
+    const segs = key.split(".");
+    if (segs[0] === "device" || segs[0] === "bootindex" || segs[0] === "pcireg") continue;
+    if (segs[0] === "lun") {
+      if (segs.length !== 3 || !/^\d+$/.test(segs[1]!) || !per.has(segs[2]!)) {
+        bad(at, key, `expected lun.N.KEY with N = 1-${VIRTIO_SCSI_MAX_LUN} and KEY one of ${[...per.keys()].join(", ")}`);
+        continue;
+      }
+      const n = Number(segs[1]);
+      if (n < 1 || n > VIRTIO_SCSI_MAX_LUN) {
+        bad(at, key, n === 0 ? "LUN 0 is the table's own path (and block options)" : `expected a LUN number 1-${VIRTIO_SCSI_MAX_LUN}, got ${segs[1]}`);
+        continue;
+      }
+      const v = coerced(per.get(segs[2]!)!, valueAt(key), at, key);
+      if (v !== undefined) (luns[String(n)] ??= {})[segs[2]!] = v;
+      if (segs[2] === "path" || !lunAt.has(String(n))) lunAt.set(String(n), at);
+      continue;
+    }
+    const def = segs.length === 1 ? top.get(key) : undefined;
+    if (!def) { bad(at, key, `unknown virtio-scsi option (expected one of ${[...top.keys()].join(", ")}, or lun.N.KEY)`); continue; }
+    const v = coerced(def, table[key], at, key);
+    if (v !== undefined) out[key] = v;
+  }
+  if (table.path === undefined) bad(origins.get("device") ?? origin, "path", "missing: virtio-scsi needs path = a disk image or block device (LUN 0)");
+  for (const o of VIRTIO_SCSI_OPTIONS) {
+    if (out[o.key] === undefined && o.default !== undefined) {
+      const r = coerce(o, o.default, origin.baseDir);
+      if (r.ok) out[o.key] = r.value;
+    }
+  }
+  const paths = new Map<string, string>();
+  if (typeof out.path === "string") paths.set(out.path, "LUN 0");
+  for (const n of Object.keys(luns).sort((a, b) => Number(a) - Number(b))) {
+    const l = luns[n]!;
+    if (l.path === undefined) { bad(lunAt.get(n), `lun.${n}.path`, "missing: a LUN needs path = a disk image or block device"); continue; }
+    const prev = paths.get(l.path as string);
+    if (prev) { bad(lunAt.get(n), `lun.${n}.path`, `${l.path} is already ${prev}`); continue; }
+    paths.set(l.path as string, `LUN ${n}`);
+  }
+  for (const k of Object.keys(table)) if (!(k === "device" || k === "bootindex" || k === "pcireg" || k.startsWith("pcireg."))) delete table[k];
+  Object.assign(table, out);
+  if (Object.keys(luns).length) table.lun = luns;
+  return ok;
+}
+
+/**
+ * virtio-net's keys (bhyve's: backend, mac, mtu; tsbhyve's queue_size). bhyve's command line form
+ * `-s 3,virtio-net,tap0` gives the backend as the first bare value (`path` here), taken as `backend`.
+ */
+export const VIRTIO_NET_OPTIONS: readonly KeyDef[] = [
+  { key: "backend", type: "string", pattern: /^(\/dev\/)?(?!\.{1,2}$)[\x21-\x2e\x30-\x39\x3b-\x7e]{1,15}$/,
+    patternDoc: "a tap interface name of 1-15 characters like \"tap0\" (no '/', ':' or spaces; \"tap%d\" lets the kernel pick)",
+    doc: "Linux tap interface (attached if it exists, created if not); a leading /dev/ is ignored" },
+  { key: "mac", type: "string", check: checkMac,
+    doc: "guest MAC address xx:xx:xx:xx:xx:xx, unicast, not all-zero (default: bhyve's 58:9c:fc:xx:xx:xx from the VM name, slot and function)" },
+  { key: "mtu", type: "int", min: 68, max: 65535, doc: "MTU offered to the guest (VIRTIO_NET_F_MTU), 68-65535; also set on a tap tsbhyve creates" },
+  { key: "queue_size", type: "int", default: 256, min: 64, max: 32768, check: (v) => isPow2(v as number) ? undefined : `expected a power of two 64-32768, got ${show(v)}`,
+    doc: "descriptors per queue (receive and transmit), a power of two 64-32768" },
+];
+
+function checkMac(v: unknown): string | undefined {
+  const s = String(v);
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(s)) return `expected a MAC address like 58:9c:fc:00:00:01, got ${show(v)}`;
+  const b = s.split(":").map((x) => parseInt(x, 16));
+  if (b[0]! & 1) return `expected a unicast MAC address (the first byte's low bit clear), got ${s}`;
+  if (b.every((x) => x === 0)) return "expected a MAC address other than 00:00:00:00:00:00";
+  return undefined;
+}
+
+/** bhyve's bare first value is the backend; backends other than a tap are FreeBSD's. */
+function normalizeNet(id: string, table: Record<string, unknown>, origins: ReadonlyMap<string, Origin>, origin: Origin,
+  report: (origin: Origin | undefined, key: string, message: string) => void): boolean {
+  if (table.path !== undefined) {
+    if (table.backend !== undefined) { report(origins.get("path") ?? origin, `pci.${id}.path`, "give the tap once: backend = \"tapN\" (or bhyve's bare first value), not both"); return false; }
+    table.backend = table.path;
+    delete table.path;
+  }
+  if (table.backend === undefined) { report(origins.get("device") ?? origin, `pci.${id}.backend`, "missing: virtio-net needs backend = a tap interface like \"tap0\""); return false; }
+  const b = String(table.backend);
+  if (/^(netgraph|slirp|vale|netmap:)/.test(b)) { report(origins.get("backend") ?? origins.get("path") ?? origin, `pci.${id}.backend`, `the ${b.split(/[:,]/)[0]} backend is not available; tsbhyve has Linux tap interfaces (backend = "tap0")`); return false; }
+  return true;
+}
+
+/**
+ * virtio-9p's keys, bhyve's config tree: `sharename` (the mount tag the guest names), `path` (the host
+ * folder), `ro`. bhyve's command-line pair form `-s 4,virtio-9p,NAME=/path[,ro]` (share NAME of /path;
+ * also as a TOML key NAME = "/path") is rewritten into that form by normalize9p.
+ */
+export const NINEP_TAG_MAX = 255;
+export const VIRTIO_9P_OPTIONS: readonly KeyDef[] = [
+  { key: "sharename", type: "string", pattern: /^[\x21-\x7e]{1,255}$/, patternDoc: `a mount tag of 1-${NINEP_TAG_MAX} printable ASCII characters without spaces`,
+    doc: "mount tag the guest names (mount -t 9p -o trans=virtio TAG /mnt)" },
+  { key: "path", type: "string", check: checkShareDir, doc: "host folder shared with the guest (the guest cannot leave it)" },
+  { key: "ro", type: "bool", default: false, doc: "read-only share: every change and every open for writing fails with EROFS" },
+];
+
+/** A share's host folder: an existing directory. */
+function checkShareDir(v: unknown): string | undefined {
+  const p = String(v);
+  let st: Stats;
+  try { st = statSync(p); } catch { return `folder not found: ${p}`; }
+  return st.isDirectory() ? undefined : `expected a directory to share, got ${p}`;
+}
+
+/** bhyve's pair form NAME=/path (no `path` key) → sharename = NAME, path = /path. */
+function normalize9p(id: string, table: Record<string, unknown>, origins: ReadonlyMap<string, Origin>, origin: Origin,
+  report: (origin: Origin | undefined, key: string, message: string) => void): boolean {
+  if (table.path !== undefined) return true; // config-tree form: checked as options
+  const pairs = Object.keys(table).filter((k) => !(k === "device" || k === "bootindex" || k === "ro" || k === "pcireg" || k.startsWith("pcireg.")));
+  const at = (k: string) => origins.get(k) ?? [...origins].find(([p]) => p.startsWith(`${k}.`))?.[1] ?? origin;
+  if (pairs.length !== 1 || typeof table[pairs[0]!] !== "string") {
+    const k = pairs[1] ?? pairs[0];
+    report(k ? at(k) : origins.get("device") ?? origin, `pci.${id}.${k ?? "path"}`, pairs.length > 1
+      ? `one share per device: expected NAME=/path (e.g. -s 4,virtio-9p,hostshare=/srv/share) or sharename + path, got ${pairs.join(", ")}`
+      : `missing: expected NAME=/path (e.g. -s 4,virtio-9p,hostshare=/srv/share) or sharename = TAG and path = FOLDER`);
+    return false;
+  }
+  const name = pairs[0]!, path = table[name] as string;
+  delete table[name];
+  table.sharename = name;
+  table.path = resolve(at(name).baseDir, path);
+  return true;
+}
+
 export const PCI_DEVICES: Readonly<Record<string, PciDeviceDef>> = {
   hostbridge: { implemented: true },
   amd_hostbridge: { implemented: true },
   lpc: { implemented: true, singleOnBus0: true },
   passthru: { implemented: false },
-  "virtio-net": { implemented: false },
+  "virtio-net": { implemented: true, options: VIRTIO_NET_OPTIONS, required: ["backend"], normalize: normalizeNet },
   "virtio-blk": { implemented: true, pathKeys: ["path"], options: VIRTIO_BLK_OPTIONS, required: ["path"] },
-  "virtio-scsi": { implemented: false },
-  "virtio-9p": { implemented: false },
+  "virtio-scsi": {
+    implemented: true, normalize: normalizeScsi, required: ["path"],
+    helpOptions: [...VIRTIO_SCSI_OPTIONS, ...VIRTIO_SCSI_LUN_OPTIONS.map((o) => ({ ...o, key: `lun.N.${o.key}`, doc: `LUN N (1-${VIRTIO_SCSI_MAX_LUN}): ${o.doc}` }))],
+  },
+  "virtio-9p": { implemented: true, pathKeys: ["path"], options: VIRTIO_9P_OPTIONS, required: ["sharename", "path"], normalize: normalize9p },
   "virtio-rnd": { implemented: true },
   "virtio-console": { implemented: true, normalize: normalizeConsole },
   "virtio-input": { implemented: true, pathKeys: ["path"], options: VIRTIO_INPUT_OPTIONS, normalize: normalizeInput },
@@ -422,7 +584,7 @@ export function describeKeys(): string {
   rows.push(["pci.B.S.F.device", "enum", "-", "PCI device at bus B (0-255), slot S (0-31), function F (0-7); " +
     "other keys of the table are the device's options (bootindex = N: boot order for firmware)"]);
   for (const [name, d] of Object.entries(PCI_DEVICES)) {
-    for (const o of d.options ?? []) {
+    for (const o of d.options ?? d.helpOptions ?? []) {
       rows.push([`pci.B.S.F.${o.key}`, o.type, o.default === undefined ? "-" : String(o.default),
         `${name}${d.required?.includes(o.key) ? " (required)" : ""}: ${o.doc}`]);
     }

@@ -13,6 +13,7 @@ export { extractVmlinux, findPayload, hasPvhNote } from "./vmlinux.ts";
 export { CpioWriter, gzip, type CpioEntry } from "./cpio.ts";
 export { resolveModules, parseModinfo, readModule, type ResolvedModule } from "./modules.ts";
 export { cacheRoot } from "./cache.ts";
+export { hostBinaryFiles } from "./host-binary.ts";
 
 /** Printed by DEFAULT_GUEST_INIT once userspace runs; a test waits for it on the serial console. */
 export const GUEST_UP_MARKER = "TSB-GUEST-UP";

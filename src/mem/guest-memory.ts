@@ -66,20 +66,28 @@ export class GuestMemory {
     return this.regions.filter((r) => r.kind === "ram").reduce((a, r) => a + r.size, 0);
   }
 
-  /** The region wholly containing [gpa, gpa+len), or throws GuestMemoryError. */
-  find(gpa: number, len: number): MemRegion {
-    if (!(Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= 0 && len >= 0)) throw new GuestMemoryError(gpa, len);
+  /** The region wholly containing [gpa, gpa+len), or undefined (also for non-integer or negative input). */
+  lookup(gpa: number, len: number): MemRegion | undefined {
     const l = this.last;
-    if (gpa >= l.gpa && gpa + len <= l.gpa + l.size) return l;
+    // fast path: the last region hit (integers in range pass these comparisons; NaN fails them)
+    if (gpa >= l.gpa && len >= 0 && gpa + len <= l.gpa + l.size && Number.isSafeInteger(gpa) && Number.isSafeInteger(len)) return l;
+    if (!(Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= 0 && len >= 0)) return undefined;
     for (const r of this.regions) {
       if (gpa >= r.gpa && gpa + len <= r.gpa + r.size) return (this.last = r);
     }
-    throw new GuestMemoryError(gpa, len);
+    return undefined;
+  }
+
+  /** The region wholly containing [gpa, gpa+len), or throws GuestMemoryError. */
+  find(gpa: number, len: number): MemRegion {
+    const r = this.lookup(gpa, len);
+    if (!r) throw new GuestMemoryError(gpa, len);
+    return r;
   }
 
   /** True if [gpa, gpa+len) is inside one region. */
   valid(gpa: number, len: number): boolean {
-    try { this.find(gpa, len); return true; } catch { return false; }
+    return this.lookup(gpa, len) !== undefined;
   }
 
   /** A live view of guest bytes. Do not keep it across device calls. */

@@ -9,6 +9,9 @@ import { virtioRnd } from "../virtio/devices/rnd.ts";
 import { virtioBlk } from "../virtio/devices/blk.ts";
 import { virtioConsole } from "../virtio/devices/console.ts";
 import { virtioInput } from "../virtio/devices/input.ts";
+import { virtio9p } from "../virtio/devices/9p.ts";
+import { virtioNet } from "../virtio/devices/net.ts";
+import { virtioScsi } from "../virtio/devices/scsi.ts";
 
 export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   hostbridge,
@@ -18,4 +21,7 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulation>> = {
   "virtio-blk": virtioBlk,
   "virtio-console": virtioConsole,
   "virtio-input": virtioInput,
+  "virtio-9p": virtio9p,
+  "virtio-net": virtioNet,
+  "virtio-scsi": virtioScsi,
 };

@@ -18,6 +18,9 @@ export const VIRTIO_QUEUE_COUNT: Readonly<Record<string, number | ((table: Recor
   // receiveq/transmitq per port plus the two control queues; the highest port number sets the count
   "virtio-console": (t) => consoleQueueCount(consoleMaxNrPorts(t)),
   "virtio-input": 2, // eventq, statusq
+  "virtio-9p": 1, // requests
+  "virtio-net": 2, // receiveq, transmitq
+  "virtio-scsi": (t) => 2 + (typeof t.queues === "number" ? t.queues : 1), // controlq, eventq, request queues
 };
 
 /** How many queues (eventfds) the table's virtio function has; 0 for non-virtio devices. */

@@ -27,7 +27,7 @@
  * reorder).
  */
 import { defineLayout, type StateBlock } from "../devices/state.ts";
-import { GuestMemoryError, type GuestMemory, type MemRegion } from "../mem/guest-memory.ts";
+import { GuestMemoryError, type GuestMemory } from "../mem/guest-memory.ts";
 
 export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
@@ -115,9 +115,8 @@ export function ramRange(mem: GuestMemory, gpa: number, len: number): boolean {
   if (len === 0) return true;
   let done = 0;
   while (done < len) {
-    if (!mem.valid(gpa + done, 1)) return false;
-    const r: MemRegion = mem.find(gpa + done, 1);
-    if (r.kind !== "ram") return false;
+    const r = mem.lookup(gpa + done, 1);
+    if (!r || r.kind !== "ram") return false;
     done += Math.min(len - done, r.size - (gpa + done - r.gpa));
   }
   return true;
@@ -247,6 +246,20 @@ export class Virtqueue {
     }, undefined);
   }
 
+  /**
+   * Give back the last `n` chains popped and not pushed: the next pops take them again (re-read from
+   * the ring and re-checked), e.g. receive buffers gathered for a frame that did not come. The driver's
+   * notification point (avail_event) stays where the pops left it, so a driver adding buffers after
+   * those still notifies us. Throws (a device bug, not guest data) when fewer than n are outstanding.
+   */
+  unpop(n: number): void {
+    if (n === 0 || !this.usable()) return;
+    const s = this.s;
+    const outstanding = (s.lastAvail - s.usedIdx) & 0xffff;
+    if (!(Number.isInteger(n) && n > 0 && n <= outstanding)) throw new Error(`virtqueue ${this.index}: unpop(${n}) with ${outstanding} chains outstanding`);
+    s.lastAvail = (s.lastAvail - n) & 0xffff;
+  }
+
   private walk(head: number): Chain {
     const s = this.s, mem = this.mem;
     const maxBytes = Math.min(this.opts.maxChainBytes ?? VIRTQ_MAX_CHAIN_BYTES, VIRTQ_MAX_CHAIN_BYTES);
@@ -257,19 +270,25 @@ export class Virtqueue {
     for (;;) {
       if (idx >= tableLen) this.fail(`descriptor index ${idx} outside the ${indirect ? "indirect " : ""}table (${tableLen} entries)`);
       if (++count > limit) this.fail(`descriptor chain from head ${head} longer than ${limit} (a loop?)`);
-      const [dv, o] = descriptorAt(mem, table + 16 * idx);
-      const addr = dv.getBigUint64(o, true);
+      // the descriptor, in place when it lies in one region (else a copy: an indirect table need not be
+      // aligned, so a descriptor may straddle two contiguous regions)
+      const da = table + 16 * idx;
+      let r = mem.lookup(da, 16), dv: DataView, o: number;
+      if (r) { dv = r.dv; o = da - r.gpa; } else { dv = new DataView(mem.readBytes(da, 16).buffer); o = 0; }
+      const lo = dv.getUint32(o, true), hi = dv.getUint32(o + 4, true);
       const len = dv.getUint32(o + 8, true);
       const flags = dv.getUint16(o + 12, true);
       const next = dv.getUint16(o + 14, true);
+      // the address as a Number when it is a safe integer (hi < 2^21), else undefined
+      const a = hi < 0x200000 ? hi * 0x1_0000_0000 + lo : undefined;
+      const hex = () => (BigInt(hi) << 32n | BigInt(lo)).toString(16);
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (indirect) this.fail("indirect descriptor inside an indirect table");
         if (!s.indirect) this.fail("indirect descriptor without VIRTIO_F_INDIRECT_DESC");
         if (flags & VIRTQ_DESC_F_NEXT) this.fail("indirect descriptor with NEXT set");
         if (len === 0 || len % 16) this.fail(`indirect table length ${len} is not a non-zero multiple of 16`);
-        const ta = toNumber(addr);
-        if (ta === undefined || !ramRange(mem, ta, len)) this.fail(`indirect table 0x${addr.toString(16)}+${len} outside RAM`);
-        table = ta; tableLen = len / 16; limit = Math.min(tableLen, maxDesc);
+        if (a === undefined || !ramRange(mem, a, len)) this.fail(`indirect table 0x${hex()}+${len} outside RAM`);
+        table = a; tableLen = len / 16; limit = Math.min(tableLen, maxDesc);
         indirect = true; count = 0; idx = 0;
         continue;
       }
@@ -279,8 +298,8 @@ export class Virtqueue {
       total += len;
       if (total > maxBytes) this.fail(`descriptor chain from head ${head} longer than ${maxBytes} bytes`);
       if (len > 0) {
-        const a = toNumber(addr);
-        if (a === undefined || !ramRange(mem, a, len)) this.fail(`buffer 0x${addr.toString(16)}+${len} outside RAM`);
+        // fast path: within the region that holds the descriptor's neighbours (usually all of RAM below 3 GiB)
+        if (a === undefined || !((r = mem.lookup(a, len)) ? r.kind === "ram" : ramRange(mem, a, len))) this.fail(`buffer 0x${hex()}+${len} outside RAM`);
         if (writable) { chain.writable.push({ gpa: a, len }); chain.writableBytes += len; }
         else { chain.readable.push({ gpa: a, len }); chain.readableBytes += len; }
       }
@@ -352,26 +371,11 @@ export class Virtqueue {
   }
 }
 
-/**
- * The 16 bytes of a descriptor as (view, offset): in place when inside one region, else a copy (an
- * indirect table need not be aligned, so a descriptor may straddle two contiguous regions).
- */
-function descriptorAt(mem: GuestMemory, gpa: number): [DataView, number] {
-  const r = mem.find(gpa, 1);
-  const o = gpa - r.gpa;
-  if (o + 16 <= r.size) return [r.dv, o];
-  const b = mem.readBytes(gpa, 16);
-  return [new DataView(b.buffer), 0];
-}
-
 function setAddr(cell: Uint32Array, a: number): void {
   cell[0] = a % 2 ** 32;
   cell[1] = Math.floor(a / 2 ** 32);
 }
 function getAddr(cell: Uint32Array): number { return cell[1]! * 2 ** 32 + cell[0]!; }
-function toNumber(b: bigint): number | undefined {
-  return b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : undefined;
-}
 
 // -------------------------------------------------------------------------------------------------
 // moving data in and out of chains

@@ -13,6 +13,8 @@ import { consolePortSpec } from "../config/schema.ts";
 import { consolePorts } from "../virtio/devices/console.ts";
 import { openEvdev, type InputHost } from "../virtio/devices/input.ts";
 import { host } from "../vmm/index.ts";
+import { closeNetBackends, openNetBackends } from "../net/tap.ts";
+import type { NetDeviceInfo } from "../virtio/net/device.ts";
 import { makePoolInfo, type BlockPoolInfo } from "../block/pool.ts";
 
 export interface Prepared {
@@ -28,8 +30,12 @@ export interface Prepared {
   blkPools?: Record<string, BlockPoolInfo>;
   /** per virtio-console function ("B.S.F"): the host end of each port, by port number */
   consolePorts?: Record<string, (ChardevHandle | undefined)[]>;
+  /** per virtio-scsi function ("B.S.F"): its LUNs' open disks (plain data, fds included), LUN 0 first */
+  scsiLuns?: Record<string, { lun: number; disk: BlockDisk }[]>;
   /** per virtio-input function with a host device ("B.S.F"): its open evdev fd and identity */
   inputs?: Record<string, InputHost>;
+  /** per virtio-net function ("B.S.F"): its open tap (plain data, fd included) and the guest MAC */
+  nets?: Record<string, NetDeviceInfo>;
 }
 
 export function prepare(cfg: VmConfig): Prepared {
@@ -41,6 +47,8 @@ export function prepare(cfg: VmConfig): Prepared {
     cfg.com.forEach((spec, i) => { p.com[i] = spec ? openChardev(spec, `com${i + 1}`) : undefined; });
     openConsoles(cfg, p);
     openInputs(cfg, p);
+    openNetBackends(cfg, (p.nets ??= {}));
+    openScsiLuns(cfg, p);
   } catch (e) {
     release(p);
     throw e;
@@ -55,6 +63,33 @@ export function release(p: Prepared): void {
   for (const pool of Object.values(p.blkPools ?? {})) host.close(pool.fd);
   for (const ports of Object.values(p.consolePorts ?? {})) for (const h of ports) if (h) closeChardev(h);
   for (const h of Object.values(p.inputs ?? {})) host.close(h.fd);
+  closeNetBackends(p.nets ?? {});
+  for (const luns of Object.values(p.scsiLuns ?? {})) for (const l of luns) closeBlock(l.disk);
+}
+
+/**
+ * virtio-scsi functions: every LUN's disk (LUN 0 from the table's own block options, LUN N from lun.N),
+ * opened into `p` as it goes so release() closes what was opened if a later one fails.
+ */
+function openScsiLuns(cfg: VmConfig, p: Prepared): void {
+  for (const [key, t] of Object.entries(cfg.pci)) {
+    if (t.device !== "virtio-scsi") continue;
+    const list: { lun: number; disk: BlockDisk }[] = (p.scsiLuns ??= {})[key] = [];
+    const lunTables = (t.lun ?? {}) as Record<string, Record<string, unknown>>;
+    const specs: [number, Record<string, unknown>][] = [[0, t], ...Object.entries(lunTables).map(([n, l]) => [Number(n), l] as [number, Record<string, unknown>])];
+    for (const [lun, o] of specs.sort((a, b) => a[0] - b[0])) {
+      const opt = <T>(k: string) => o[k] as T | undefined;
+      let disk: BlockDisk;
+      try {
+        disk = openBlock({
+          path: o.path as string, ro: opt("ro"), nocache: opt("nocache"), direct: opt("direct"), sync: opt("sync"),
+          sectorsize: opt("sectorsize"), nodelete: opt("nodelete"), ser: opt("ser"),
+        });
+      } catch (e) { throw new Error(`pci.${key}${lun ? `.lun.${lun}` : ""}.path (virtio-scsi): ${(e as Error).message}`); }
+      list.push({ lun, disk });
+      for (const w of disk.warnings) process.stderr.write(`tsbhyve: pci.${key} (virtio-scsi LUN ${lun}): ${w}\n`);
+    }
+  }
 }
 
 /**

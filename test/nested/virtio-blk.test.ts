@@ -1,5 +1,5 @@
 /**
- * Tier 3, virtio-blk: Debian's kernel with its own virtio_pci, virtio_blk and ext4 drivers under
+ * Tier 3, virtio-blk (and virtio-rnd, sharing the boot): Debian's kernel with its own virtio_pci, virtio_blk and ext4 drivers under
  * dist/tsbhyve in the nested harness, on two disk images built here with e2fsprogs (`mkfs.ext4 -d`, no
  * mount needed):
  * - pci 0:4.0, disk.img (64 MiB, read-write): mounted, a known file's sha256 checked, a new file written,
@@ -8,6 +8,8 @@
  *   compares the image's allocated blocks before and after (the 16 MiB must not stay allocated).
  * - pci 0:5.0, ro.img (ro): the kernel sees it read-only, `mount -o ro` works and serves the known file,
  *   a raw `dd` write to /dev/vdb fails, and the image is bit-for-bit unchanged afterwards.
+ * - pci 0:6.0, virtio-rnd: virtio IDs, virtio-pci binds over MSI-X, /dev/hwrng gives non-zero bytes and the
+ *   function's vectors take interrupts.
  * The images live on L1's /dev/shm (tmpfs: hole punching works; the 9p job dir would not punch).
  */
 import { expect, test } from "bun:test";
@@ -18,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { prepareGuest } from "../../src/guest/index.ts";
 import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
+import { l2Init } from "../harness/l2.ts";
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
 
@@ -45,15 +48,20 @@ function mkfs(img: string, sizeMiB: number, content: string): void {
   if (r.status !== 0) throw new Error(`mkfs.ext4 -d failed (${r.status}): ${r.stderr}`);
 }
 
-const L2_INIT = `#!/bin/sh
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-/sbin/tsb-load-modules
-echo "TSB-GUEST-UP $(cut -d' ' -f1 /proc/uptime)"
-r() { n=$1; s=$2; shift 2; echo "TSB-L2 $n $s $*"; }
-up() { cut -d' ' -f1 /proc/uptime; }
+const L2_INIT = l2Init(`
+# virtio-rnd at 00:06.0 (shares this boot): IDs, driver, /dev/hwrng bytes, MSI-X interrupts taken
+d=/sys/bus/pci/devices/0000:00:06.0
+id="$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)"; drv=$(basename "$(readlink $d/driver 2>/dev/null)")
+[ "$id" = "0x1af4:0x1005" ] && [ "$drv" = virtio-pci ] && r rnd-pci pass "$id $drv" || r rnd-pci fail "id=$id driver=[$drv]"
+cur=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+case "$cur" in virtio_rng*) r rnd-current pass "$cur" ;; *) r rnd-current fail "[$cur]" ;; esac
+n=$(head -c 4096 /dev/hwrng | wc -c)
+z=$(head -c 4096 /dev/hwrng | od -An -v -tx1 | tr -s ' ' '\\n' | grep -c '^00$')
+[ "$n" = 4096 ] && [ "$z" -lt 100 ] && r rnd-bytes pass "$n bytes; $z zero bytes in another 4096" || r rnd-bytes fail "$n bytes, $z zeros"
+# hwrng reads wait for the request queue's interrupt: the function's MSI-X vectors must have taken some
+vecs=$(ls $d/msi_irqs 2>/dev/null | tr '\\n' ' ')
+sum=0; for v in $vecs; do c=$(awk -v irq="$v:" '$1 == irq { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts); sum=$((sum + \${c:-0})); done
+[ "$(echo $vecs | wc -w)" -ge 2 ] && [ "$sum" -gt 0 ] && r rnd-msix pass "vectors=[$vecs] interrupts=$sum" || r rnd-msix fail "vectors=[$vecs] interrupts=$sum"
 i=0; while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 d=/sys/bus/pci/devices/0000:00:04.0
 id="$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)"
@@ -85,25 +93,13 @@ if mount -t ext4 -o ro /dev/vdb /ro 2>/tmp/ro.err; then
   umount /ro
 else r blk-ro-mount fail "$(cat /tmp/ro.err)"; fi
 if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 conv=fsync 2>/tmp/dd.err; then r blk-ro-write fail "dd write to /dev/vdb succeeded"; else r blk-ro-write pass "$(tr '\\n' ' ' < /tmp/dd.err)"; fi
-echo "TSB-L2-DONE $(up)"
-poweroff -f
-`;
+`);
 
 const JOB = `
 cp --sparse=always "$TSB_JOB_DIR/disk.img" /dev/shm/disk.img
 cp --sparse=always "$TSB_JOB_DIR/ro.img" /dev/shm/ro.img
 b0=$(stat -c %b /dev/shm/disk.img)
-for try in 1 2; do
-  log="$TSB_OUT/blk.$try.log"
-  t0=$(tsb_now_ms)
-  timeout -s KILL 240 "$TSB_TSBHYVE" "$TSB_JOB_DIR/blk.toml" > "$log" 2>&1 < /dev/null; rc=$?
-  t1=$(tsb_now_ms)
-  if [ $try -eq 1 ] && { [ $rc -eq 137 ] || [ $rc -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$log"; then echo "[blk] attempt 1 ended rc=$rc before the marker; retrying"; continue; fi
-  break
-done
-grep '^TSB-L2 ' "$log" | tr -d '\\r' | while read -r _ n s d; do tsb_result "$n" "$s" "$d"; done
-up=$(grep -a '^TSB-GUEST-UP' "$log" | tr -d '\\r' | cut -d' ' -f2); done_=$(grep -a '^TSB-L2-DONE' "$log" | tr -d '\\r' | cut -d' ' -f2)
-[ $rc = 1 ] && tsb_result exit pass "rc=$rc run=$((t1 - t0))ms guest-up=\${up}s guest-done=\${done_}s" || { tsb_result exit fail "rc=$rc"; tail -n 40 "$log" | sed 's/^/[blk] /'; }
+tsb_l2_boot blk 240 1 "$TSB_TSBHYVE" "$TSB_JOB_DIR/blk.toml"
 b1=$(stat -c %b /dev/shm/disk.img)
 # 16 MiB = 32768 sectors were written and deleted; after fstrim they must not stay allocated
 [ $((b1 - b0)) -lt 16384 ] && tsb_result blk-discard-host pass "allocated 512-byte blocks before=$b0 after=$b1" || tsb_result blk-discard-host fail "allocated 512-byte blocks before=$b0 after=$b1"
@@ -126,12 +122,13 @@ test(
       mkfs(join(work, "ro.img"), 8, content);
       const g = await prepareGuest({
         init: L2_INIT,
-        modules: ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"],
+        modules: ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng", "rng_core"],
       });
       const toml = `name = "virtio-blk"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
         `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
         `[pci.0.4.0]\ndevice = "virtio-blk"\npath = "/dev/shm/disk.img"\nser = "TSB-DISK-A"\n` +
-        `[pci.0.5.0]\ndevice = "virtio-blk"\npath = "/dev/shm/ro.img"\nro = true\n`;
+        `[pci.0.5.0]\ndevice = "virtio-blk"\npath = "/dev/shm/ro.img"\nro = true\n` +
+        `[pci.0.6.0]\ndevice = "virtio-rnd"\n`;
       const r = await runNested({
         name: "virtio-blk", script: JOB, timeoutMs: 500_000, idleTimeoutMs: 300_000, keepJobDir: true,
         files: { "blk.toml": toml, "disk.img": readFileSync(join(work, "disk.img")), "ro.img": readFileSync(join(work, "ro.img")) },
@@ -139,7 +136,7 @@ test(
       const why = describeResult(r);
       console.log(why);
       for (const c of ["blk-pci", "blk-disks", "blk-serial", "blk-mount", "blk-read", "blk-write", "blk-fstrim", "blk-umount",
-        "blk-ro-mount", "blk-ro-write", "exit", "blk-discard-host", "blk-ro-unchanged"]) {
+        "blk-ro-mount", "blk-ro-write", "blk.exit", "rnd-pci", "rnd-current", "rnd-bytes", "rnd-msix", "blk-discard-host", "blk-ro-unchanged"]) {
         expect(r.results.get(c)?.status, `${c}\n${why}`).toBe("pass");
       }
       // the host reads the guest's new file out of the image

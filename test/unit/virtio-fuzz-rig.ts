@@ -24,7 +24,7 @@ import type { DeviceContext, Platform } from "../../src/devices/device.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, GuestMemoryError, KiB, MiB, region, type MemRegion } from "../../src/mem/guest-memory.ts";
 import { powerOnMachine } from "../../src/vm/machine.ts";
-import { COMMON, MODERN, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction, type VirtioPciInput } from "../../src/virtio/pci.ts";
+import { COMMON, MODERN, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction, type VirtioPciInput, type VirtioTransport } from "../../src/virtio/pci.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../src/virtio/queue.ts";
 import { FakeDriver, modernLayout } from "./virtio-driver.ts";
 
@@ -111,7 +111,6 @@ export function fuzzDevice(t: FuzzTarget, iterations: number, seed = 0x51ab5eed)
   const tr = fn.transport;
   const nq = tr.queues.length;
   if (nq > nqGuess) throw new Error("too many queues for the rig");
-  const w = (off: number, size: 1 | 2 | 4, v: number) => tr.modernWrite(MODERN.COMMON + off, size, v);
   const rd = (off: number, size: 1 | 2 | 4) => tr.modernRead(MODERN.COMMON + off, size);
   const stats: FuzzStats = { executions: 0, chains: 0, returned: 0, resets: 0, findings: [] };
   const find = (msg: string) => { if (stats.findings.length < 20) stats.findings.push(msg); };
@@ -122,32 +121,10 @@ export function fuzzDevice(t: FuzzTarget, iterations: number, seed = 0x51ab5eed)
     ram.fill(0, 0, WEND);
     ram.fill(0xc3, RING_END, RBUF);
     ram.set(CANARY, WEND);
-    w(COMMON.STATUS, 1, 0);
-    w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    w(COMMON.DFSELECT, 4, 0); const lo = rd(COMMON.DF, 4);
-    w(COMMON.DFSELECT, 4, 1); const hi = rd(COMMON.DF, 4);
-    const offered = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
-    let f = VIRTIO_F.VERSION_1;
-    for (let b = 0n; b < 64n; b++) if ((offered >> b) & 1n && r.chance(b === 28n || b === 29n ? 0.8 : 0.6)) f |= 1n << b;
-    w(COMMON.GFSELECT, 4, 0); w(COMMON.GF, 4, Number(f & 0xffffffffn));
-    w(COMMON.GFSELECT, 4, 1); w(COMMON.GF, 4, Number(f >> 32n));
-    w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    if (!(rd(COMMON.STATUS, 1) & VIRTIO_STATUS.FEATURES_OK)) { find(`iteration ${it}: FEATURES_OK refused for a subset of the offered features`); continue; }
-    const eventIdx = (f & VIRTIO_F.EVENT_IDX) !== 0n, indirectOk = (f & VIRTIO_F.INDIRECT_DESC) !== 0n;
-    const drivers: FakeDriver[] = [];
-    const perQueue = Math.floor(RING_END / nq / 4096) * 4096;
-    for (let q = 0; q < nq; q++) {
-      w(COMMON.Q_SELECT, 2, q);
-      const size = Math.min(rd(COMMON.Q_SIZE, 2), t.queueSize ?? 64, 64);
-      w(COMMON.Q_SIZE, 2, size);
-      const layout = modernLayout(RINGS + q * perQueue, size);
-      drivers.push(new FakeDriver(mem, layout, { base: RBUF, size: 1 }, eventIdx));
-      w(COMMON.Q_DESCLO, 4, layout.desc); w(COMMON.Q_DESCHI, 4, 0);
-      w(COMMON.Q_AVAILLO, 4, layout.avail); w(COMMON.Q_AVAILHI, 4, 0);
-      w(COMMON.Q_USEDLO, 4, layout.used); w(COMMON.Q_USEDHI, 4, 0);
-      w(COMMON.Q_ENABLE, 2, 1);
-    }
-    w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
+    const up = bringUp(tr, mem, (b) => r.chance(b === 28n || b === 29n ? 0.8 : 0.6), { ringBase: RINGS, ringBytes: RING_END, maxQueueSize: t.queueSize ?? 64 });
+    if (!up) { find(`iteration ${it}: FEATURES_OK refused for a subset of the offered features`); continue; }
+    const { drivers, features: f } = up;
+    const indirectOk = (f & VIRTIO_F.INDIRECT_DESC) !== 0n;
 
     // --- a burst of chains
     let rHeap = RBUF, wHeap = WBUF;
@@ -246,6 +223,46 @@ export function fuzzDevice(t: FuzzTarget, iterations: number, seed = 0x51ab5eed)
     }
   }
   return stats;
+}
+
+/**
+ * The driver side of device initialisation (§3.1.1) through the modern common configuration: reset,
+ * ACKNOWLEDGE | DRIVER, the offered features that `want(bit)` keeps (VERSION_1 always), FEATURES_OK,
+ * every queue laid out by a FakeDriver in [ringBase, ringBase + ringBytes) (sizes capped at
+ * maxQueueSize; their buffers come from `heap`, default none: the caller places them), DRIVER_OK. Undefined if the device refused FEATURES_OK.
+ */
+export function bringUp(tr: VirtioTransport, mem: GuestMemory, want: (bit: bigint) => boolean, o: { ringBase: number; ringBytes: number; maxQueueSize: number; heap?: { base: number; size: number } }):
+  { drivers: FakeDriver[]; features: bigint } | undefined {
+  const w = (off: number, size: 1 | 2 | 4, v: number) => tr.modernWrite(MODERN.COMMON + off, size, v);
+  const rd = (off: number, size: 1 | 2 | 4) => tr.modernRead(MODERN.COMMON + off, size);
+  w(COMMON.STATUS, 1, 0);
+  w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
+  w(COMMON.DFSELECT, 4, 0); const lo = rd(COMMON.DF, 4);
+  w(COMMON.DFSELECT, 4, 1); const hi = rd(COMMON.DF, 4);
+  const offered = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+  let f = VIRTIO_F.VERSION_1;
+  for (let b = 0n; b < 64n; b++) if ((offered >> b) & 1n && want(b)) f |= 1n << b;
+  w(COMMON.GFSELECT, 4, 0); w(COMMON.GF, 4, Number(f & 0xffffffffn));
+  w(COMMON.GFSELECT, 4, 1); w(COMMON.GF, 4, Number(f >> 32n));
+  w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
+  if (!(rd(COMMON.STATUS, 1) & VIRTIO_STATUS.FEATURES_OK)) return undefined;
+  const eventIdx = (f & VIRTIO_F.EVENT_IDX) !== 0n;
+  const nq = tr.queues.length;
+  const drivers: FakeDriver[] = [];
+  const perQueue = Math.floor(o.ringBytes / nq / 4096) * 4096;
+  for (let q = 0; q < nq; q++) {
+    w(COMMON.Q_SELECT, 2, q);
+    const size = Math.min(rd(COMMON.Q_SIZE, 2), o.maxQueueSize);
+    w(COMMON.Q_SIZE, 2, size);
+    const layout = modernLayout(o.ringBase + q * perQueue, size);
+    drivers.push(new FakeDriver(mem, layout, o.heap ?? { base: o.ringBase + o.ringBytes, size: 1 }, eventIdx));
+    w(COMMON.Q_DESCLO, 4, layout.desc); w(COMMON.Q_DESCHI, 4, 0);
+    w(COMMON.Q_AVAILLO, 4, layout.avail); w(COMMON.Q_AVAILHI, 4, 0);
+    w(COMMON.Q_USEDLO, 4, layout.used); w(COMMON.Q_USEDHI, 4, 0);
+    w(COMMON.Q_ENABLE, 2, 1);
+  }
+  w(COMMON.STATUS, 1, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
+  return { drivers, features: f };
 }
 
 /** A header, cut or padded to the buffer's length. */

@@ -70,7 +70,7 @@ for (const t of TARGETS) {
     expect(s.findings).toEqual([]);
     expect(s.chains).toBeGreaterThan(ITERS);
     expect(s.returned).toBeGreaterThan(0);
-  });
+  }, 120_000);
 }
 
 test("the fuzzer finds a device that writes a readable buffer, leaks chains or throws", () => {
@@ -93,4 +93,4 @@ test("the fuzzer finds a device that writes a readable buffer, leaks chains or t
     expect(s.findings.length).toBeGreaterThan(0);
     expect(s.findings[0]).toContain(w === "write" ? "readable buffers" : w === "leak" ? "not returned" : "exception escaped");
   }
-});
+}, 60_000);

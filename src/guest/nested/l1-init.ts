@@ -125,6 +125,12 @@ export function jobPrelude(env: Record<string, string>): string {
 #                                             console to $TSB_OUT/NAME.<try>.log; pass iff MARKER appears;
 #                                             an attempt killed by the timeout without MARKER is retried once
 #                                             (testing.md: ~1 L2 boot in 33 hangs) and "retried" is reported
+#   tsb_l2_boot TAG SECS EXPECT CMD…          boot an L2 guest (CMD, e.g. "$TSB_TSBHYVE" x.toml) whose /init prints
+#                                             "TSB-L2 <name> pass|fail <detail>" lines (test/harness/l2.ts): console
+#                                             to $TSB_OUT/TAG.<try>.log (path in $tsb_log, status in $tsb_rc); an
+#                                             attempt that died (rc 137 or 3) before TSB-GUEST-UP is retried once;
+#                                             each TSB-L2 line becomes a result, and TAG.exit passes iff the status
+#                                             is EXPECT (detail: run ms, guest uptimes at up and at TSB-L2-DONE)
 #   tsb_now_ms                                milliseconds since the epoch
 # The job's exit status is the script's own: end with "exit 0" or a command that succeeds.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -171,6 +177,31 @@ tsb_guest_check() {
     tsb_result "$_gn" fail "ms=$_ms rc=$_rc$_note marker-not-seen: $_gm"
     return 1
   done
+}
+tsb_l2_boot() {
+  _tag=$1; _secs=$2; _want=$3; shift 3
+  _note=
+  for _try in 1 2; do
+    tsb_log="$TSB_OUT/$_tag.$_try.log"
+    _t0=$(tsb_now_ms)
+    timeout -s KILL "$_secs" "$@" > "$tsb_log" 2>&1 < /dev/null; tsb_rc=$?
+    _ms=$(( $(tsb_now_ms) - _t0 ))
+    if [ "$_try" -eq 1 ] && { [ "$tsb_rc" -eq 137 ] || [ "$tsb_rc" -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$tsb_log"; then
+      echo "[$_tag] attempt 1 ended rc=$tsb_rc before the guest was up; retrying"
+      _note=" retried(attempt-1-rc=$tsb_rc)"
+      continue
+    fi
+    break
+  done
+  grep -a '^TSB-L2 ' "$tsb_log" | tr -d '\r' | while read -r _ _n _s _d; do tsb_result "$_n" "$_s" "$_d"; done
+  _up=$(grep -a '^TSB-GUEST-UP' "$tsb_log" | tr -d '\r' | head -n 1 | cut -d' ' -f2)
+  _done=$(grep -a '^TSB-L2-DONE' "$tsb_log" | tr -d '\r' | head -n 1 | cut -d' ' -f2)
+  if [ "$tsb_rc" = "$_want" ]; then
+    tsb_result "$_tag.exit" pass "rc=$tsb_rc ms=$_ms guest-up=\${_up}s guest-done=\${_done}s$_note"
+  else
+    tail -n 40 "$tsb_log" | sed "s/^/[$_tag] /"
+    tsb_result "$_tag.exit" fail "rc=$tsb_rc ms=$_ms$_note"
+  fi
 }
 # ---- job ----
 `;

@@ -69,6 +69,7 @@ function segOk(mem: GuestMemory, s: Seg, ram: boolean): boolean {
 
 /** The segments after the first `n` bytes. */
 function skip(segs: readonly Seg[], n: number): Seg[] {
+  if (segs.length && segs[0]!.len === n) return segs.slice(1); // the usual case: a header descriptor of its own
   const out: Seg[] = [];
   for (const s of segs) {
     if (n >= s.len) { n -= s.len; continue; }
@@ -80,6 +81,7 @@ function skip(segs: readonly Seg[], n: number): Seg[] {
 
 /** The segments without their last `n` bytes. */
 function trimEnd(segs: readonly Seg[], n: number): Seg[] {
+  if (segs.length && segs[segs.length - 1]!.len === n) return segs.slice(0, -1); // the usual case: a status descriptor of its own
   const out = segs.slice();
   for (let i = out.length - 1; i >= 0 && n > 0; i--) {
     const s = out[i]!;
@@ -128,12 +130,12 @@ export function executeRequest(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chai
   }
   let r: { status: number; used: number; type: number; error?: string };
   try {
-    r = run(dev, mem, chain, engine, w.slice(0, last + 1), last + 1);
+    r = run(dev, mem, chain, engine, last + 1 === w.length ? w : w.slice(0, last + 1), last + 1);
   } catch (e) {
     r = { status: BLK_S.IOERR, used: 0, type: -1, error: `internal error: ${(e as Error).message}` };
   }
   mem.write8(statusGpa, r.status);
-  return { status: r.status, used: r.used + 1, type: r.type, ...(r.error ? { error: r.error } : {}) };
+  return r.error ? { status: r.status, used: r.used + 1, type: r.type, error: r.error } : { status: r.status, used: r.used + 1, type: r.type };
 }
 
 type Outcome = { status: number; used: number; type: number; error?: string };
@@ -143,20 +145,29 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
   for (const s of chain.readable) if (!segOk(mem, s, false)) return fail(-1, `readable buffer 0x${s.gpa.toString(16)}+${s.len} is outside guest memory`);
   for (const s of writable) if (!segOk(mem, s, true)) return fail(-1, `writable buffer 0x${s.gpa.toString(16)}+${s.len} is not guest RAM`);
   // after the status byte only empty buffers may follow
-  for (const s of chain.writable.slice(nw)) if (s.len !== 0) return fail(-1, `bad writable buffer length ${s.len}`);
+  for (let i = nw; i < chain.writable.length; i++) if (chain.writable[i]!.len !== 0) return fail(-1, `bad writable buffer length ${chain.writable[i]!.len}`);
 
   if (total(chain.readable) < BLK_HDR_BYTES) return fail(-1, "request header shorter than 16 bytes");
-  const hdr = new DataView(gather(mem, chain.readable, BLK_HDR_BYTES).buffer);
-  const type = hdr.getUint32(0, true);
-  const sector = hdr.getBigUint64(8, true);
+  // the header is almost always one 16-byte descriptor: read it in place (no copy, no DataView)
+  const h0 = chain.readable[0]!;
+  let type: number, sector: bigint;
+  if (h0.len >= BLK_HDR_BYTES) {
+    type = mem.read32(h0.gpa);
+    sector = mem.read64(h0.gpa + 8);
+  } else {
+    const hdr = new DataView(gather(mem, chain.readable, BLK_HDR_BYTES).buffer);
+    type = hdr.getUint32(0, true);
+    sector = hdr.getBigUint64(8, true);
+  }
   const rdata = skip(chain.readable, BLK_HDR_BYTES);
   const wdata = trimEnd(writable, 1);
   const disk = dev.disk;
   const capSectors = disk.size / SECTOR;
+  const capBig = BigInt(capSectors);
 
   /** Byte offset of [sector, sector + len bytes), or a failure. */
   const range = (sec: bigint, len: number): number | string =>
-    sec > BigInt(capSectors) || Number(sec) * SECTOR + len > disk.size
+    sec > capBig || Number(sec) * SECTOR + len > disk.size
       ? `sectors ${sec}+${len / SECTOR} beyond the capacity of ${capSectors}`
       : Number(sec) * SECTOR;
 
