@@ -19,7 +19,10 @@ import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
 import { powerOnMachine } from "../../src/vm/machine.ts";
 import { blkDeviceInfo, BLK_T } from "../../src/virtio/blk/index.ts";
 import { blkModel } from "../../src/virtio/devices/blk.ts";
-import { createVirtioPci, MODERN, type VirtioDeviceModel } from "../../src/virtio/pci.ts";
+import { createVirtioPci, MODERN, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput } from "../../src/virtio/pci.ts";
+import { createNet, type NetBackendOps } from "../../src/virtio/devices/net.ts";
+import { GuestMemory as GM, region } from "../../src/mem/guest-memory.ts";
+import { host } from "../../src/vmm/index.ts";
 import { bringUp } from "../../test/unit/virtio-fuzz-rig.ts";
 
 const BATCH = 32;
@@ -30,15 +33,20 @@ const mockEngine: BlockEngine = {
   flush: () => 0, discard: () => 0, writeZeroes: () => 0,
 };
 
-/** ns per request for `model`, requests built by `make(driver, i)` (each a fixed chain, re-posted every round). */
-function perRequestNs(model: VirtioDeviceModel, make: (add: (bufs: { len: number; write?: boolean; data?: Uint8Array }[]) => number, i: number) => number, rounds: number): number {
-  const mem = GuestMemory.fake(32 * MiB);
+/** A virtio function on fake memory (or `mem`), brought up by a fake driver with every offered feature. */
+function rigFor(build: (inp: VirtioPciInput) => VirtioPciFunction, mem: GuestMemory = GuestMemory.fake(32 * MiB)) {
   const platform = { irqLine() {}, msi() {}, requestExit() {}, wakeIo() {}, log() {} };
   const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(1 << 20)), platform, role: "io" };
-  const fn = createVirtioPci({ ctx, addr: { bus: 0, slot: 4, fn: 0 }, gen: sharedMapGeneration(ctx.arena), eventfd: { signal() {}, drain() {} } }, model);
+  const fn = build({ ctx, addr: { bus: 0, slot: 4, fn: 0 }, gen: sharedMapGeneration(ctx.arena), eventfd: { signal() {}, drain() {} } });
   powerOnMachine({ devices: [fn] });
   const up = bringUp(fn.transport, mem, () => true, { ringBase: 0, ringBytes: 1 * MiB, maxQueueSize: 256, heap: { base: 2 * MiB, size: 8 * MiB } })!;
-  const d = up.drivers[0]!;
+  return { fn, drivers: up.drivers };
+}
+
+/** ns per request for `model`, requests built by `make(driver, i)` (each a fixed chain, re-posted every round). */
+function perRequestNs(model: VirtioDeviceModel, make: (add: (bufs: { len: number; write?: boolean; data?: Uint8Array }[]) => number, i: number) => number, rounds: number): number {
+  const { fn, drivers } = rigFor((inp) => createVirtioPci(inp, model));
+  const d = drivers[0]!;
   const heads: number[] = [];
   const add = (bufs: { len: number; write?: boolean; data?: Uint8Array }[]) => d.add(bufs).head;
   for (let i = 0; i < BATCH; i++) heads.push(make(add, i));
@@ -56,6 +64,48 @@ function perRequestNs(model: VirtioDeviceModel, make: (add: (bufs: { len: number
   return (Bun.nanoseconds() - t) / (rounds * BATCH);
 }
 
+/** Guest memory on a host mapping (the net path builds iovecs of host addresses; nothing is read through them here). */
+function hostMem(): GuestMemory {
+  const size = 32 * MiB, p = host.memAlloc(size, false);
+  return new GM([region(0, host.memView(p, size), p)]);
+}
+
+/** ns per frame through virtio-net, tap mocked: guest → tap (transmitq) or tap → guest (receiveq, mergeable buffers). */
+function netFrameNs(dir: "tx" | "rx", rounds: number): number {
+  const FRAME = 1514;
+  let rxLeft = 0;
+  const ops: NetBackendOps = {
+    io: {
+      writev: (iov) => { let n = 0; for (let i = 1; i < iov.length; i += 2) n += Number(iov[i]); return n; },
+      readv: () => (rxLeft-- > 0 ? FRAME + 12 : -11),
+    },
+    setHdr: () => 0, setOffload: () => 0,
+  };
+  const { fn, drivers } = rigFor((inp) => createNet({ ...inp, dev: { fd: 1000, ifname: "mock0", mac: [0x58, 0x9c, 0xfc, 0, 0, 1], queueSize: 256 }, ops }).fn, hostMem());
+  const q = dir === "tx" ? 1 : 0, d = drivers[q]!;
+  const heads: number[] = [];
+  // receive: 4 KiB buffers, the device keeps room for a 64 KiB frame gathered, so some stay with it between rounds
+  for (let i = 0; i < BATCH; i++) heads.push(d.add(dir === "tx" ? [{ len: 12 }, { len: FRAME }] : [{ len: 4096, write: true }]).head);
+  let frames = 0;
+  const round = (post = true) => {
+    if (post) for (const h of d.collect().map((e) => e.id)) d.pushHead(h); // repost what came back
+    rxLeft = dir === "rx" ? 1 << 30 : 0; // the tap always has frames waiting
+    d.publish();
+    fn.transport.modernWrite(MODERN.NOTIFY + MODERN.NOTIFY_MULT * q, 2, q);
+    fn.expire();
+  };
+  const count = () => { const n = d.usedIdx(); const k = (n - frames) & 0xffff; frames = n; return k; };
+  round(false); // the chains add() already made available
+  for (let i = 0; i < rounds / 4; i++) round();
+  count();
+  let total = 0;
+  const t = Bun.nanoseconds();
+  for (let i = 0; i < rounds; i++) { round(); total += count(); }
+  const ns = Bun.nanoseconds() - t;
+  if (total < rounds) throw new Error(`${dir}: only ${total} frames in ${rounds} rounds`);
+  return ns / total;
+}
+
 export function mockedVirtioCosts(): { name: string; ns: number }[] {
   const dir = mkdtempSync(join(tmpdir(), "tsb-mock-"));
   const path = join(dir, "d.img");
@@ -70,6 +120,8 @@ export function mockedVirtioCosts(): { name: string; ns: number }[] {
     return [
       { name: "virtio-blk 4 KiB read", ns: median(() => blk(BLK_T.IN)) },
       { name: "virtio-blk 4 KiB write", ns: median(() => blk(BLK_T.OUT)) },
+      { name: "virtio-net 1514-byte frame, guest → tap", ns: median(() => netFrameNs("tx", 2000)) },
+      { name: "virtio-net 1514-byte frame, tap → guest", ns: median(() => netFrameNs("rx", 2000)) },
     ];
   } finally {
     closeBlock(disk);

@@ -8,10 +8,13 @@
  *
  *   ctrl   Int32[CTRL_SLOTS]   SUB_HEAD (next to take), SUB_TAIL (next to fill; the futex the pool
  *                              waits on), STOP, IN_FLIGHT (slots not free), EPOCH (bumped by a device
- *                              reset: requests submitted before it complete into nothing)
+ *                              reset: requests submitted before it complete into nothing), WAITERS
+ *                              (Workers asleep on SUB_TAIL: no futex wake when 0), SIGNALLED (the
+ *                              completion eventfd was written and not yet reaped: one write per batch)
  *   sub    Int32[slots]        submission ring of slot numbers (single producer, many consumers)
  *   meta   Int32[slots * META] per slot: STATE (FREE/SUBMITTED/TAKEN/DONE), QUEUE, HEAD, NREAD, NWRITE,
- *                              USED, TYPE, STATUS, ERROR (1: the executor reported an error), EPOCH
+ *                              USED, TYPE, STATUS, ERROR (1: the executor reported an error), EPOCH,
+ *                              US (service time in µs, for the device's inline-or-pool choice)
  *   segs   Float64[slots * maxSegs * 2]  the chain's readable then writable segments (gpa, len)
  *
  * Producer (the I/O Worker, under the device lock): `acquire()` a FREE slot, fill it, `submit()`:
@@ -26,10 +29,10 @@
  */
 
 export const SLOT = { FREE: 0, SUBMITTED: 1, TAKEN: 2, DONE: 3 } as const;
-const C = { SUB_HEAD: 0, SUB_TAIL: 1, STOP: 2, IN_FLIGHT: 3, EPOCH: 4 } as const;
-const CTRL_SLOTS = 5;
+const C = { SUB_HEAD: 0, SUB_TAIL: 1, STOP: 2, IN_FLIGHT: 3, EPOCH: 4, WAITERS: 5, SIGNALLED: 6 } as const;
+const CTRL_SLOTS = 7;
 /** Int32 fields of one slot's meta record. */
-export const META = { STATE: 0, QUEUE: 1, HEAD: 2, NREAD: 3, NWRITE: 4, USED: 5, TYPE: 6, STATUS: 7, ERROR: 8, EPOCH: 9, SIZE: 10 } as const;
+export const META = { STATE: 0, QUEUE: 1, HEAD: 2, NREAD: 3, NWRITE: 4, USED: 5, TYPE: 6, STATUS: 7, ERROR: 8, EPOCH: 9, US: 10, SIZE: 11 } as const;
 
 /** What prepare() makes per pooled disk: plain data plus a shared buffer (structured-clone safe). */
 export interface BlockPoolInfo {
@@ -123,7 +126,7 @@ export class BlockPool {
     const tail = Atomics.load(this.ctrl, C.SUB_TAIL);
     Atomics.store(this.sub, tail % this.slots, slot);
     Atomics.store(this.ctrl, C.SUB_TAIL, tail + 1);
-    Atomics.notify(this.ctrl, C.SUB_TAIL, 1);
+    if (Atomics.load(this.ctrl, C.WAITERS) > 0) Atomics.notify(this.ctrl, C.SUB_TAIL, 1);
     return true;
   }
 
@@ -131,19 +134,20 @@ export class BlockPool {
    * Every finished request (slot freed), in slot order; requests submitted before the last `newEpoch()`
    * are freed without a callback (the queues they came from were reset).
    */
-  reap(done: (queue: number, head: number, used: number, slot: number) => void): number {
+  reap(done: (queue: number, head: number, used: number, us: number) => void): number {
     let n = 0;
+    Atomics.store(this.ctrl, C.SIGNALLED, 0); // completions from now on signal again
     const epoch = Atomics.load(this.ctrl, C.EPOCH);
     for (let s = 0; s < this.slots; s++) {
       const m = s * META.SIZE;
       if (Atomics.load(this.meta, m + META.STATE) !== SLOT.DONE) continue;
-      const q = this.meta[m + META.QUEUE]!, head = this.meta[m + META.HEAD]!, used = this.meta[m + META.USED]!;
+      const q = this.meta[m + META.QUEUE]!, head = this.meta[m + META.HEAD]!, used = this.meta[m + META.USED]!, us = this.meta[m + META.US]!;
       const stale = this.meta[m + META.EPOCH] !== epoch;
       Atomics.store(this.meta, m + META.STATE, SLOT.FREE);
       Atomics.sub(this.ctrl, C.IN_FLIGHT, 1);
       if (stale) continue;
       n++;
-      done(q, head, used, s);
+      done(q, head, used, us);
     }
     return n;
   }
@@ -171,7 +175,10 @@ export class BlockPool {
       const head = Atomics.load(this.ctrl, C.SUB_HEAD);
       const tail = Atomics.load(this.ctrl, C.SUB_TAIL);
       if (head === tail) {
-        if (Atomics.wait(this.ctrl, C.SUB_TAIL, tail, waitMs) === "timed-out") return -1;
+        Atomics.add(this.ctrl, C.WAITERS, 1);
+        const r = Atomics.wait(this.ctrl, C.SUB_TAIL, tail, waitMs);
+        Atomics.sub(this.ctrl, C.WAITERS, 1);
+        if (r === "timed-out") return -1;
         continue;
       }
       const slot = Atomics.load(this.sub, head % this.slots);
@@ -193,13 +200,18 @@ export class BlockPool {
     };
   }
 
-  /** Finish a taken slot (the caller then signals the completion eventfd). */
-  complete(slot: number, used: number, type: number, status: number, error: boolean): void {
+  /**
+   * Finish a taken slot. True when the caller must signal the completion eventfd (the first completion
+   * since the I/O Worker last reaped; later ones ride on the same wake-up).
+   */
+  complete(slot: number, used: number, type: number, status: number, error: boolean, us = 0): boolean {
     const m = slot * META.SIZE;
     this.meta[m + META.USED] = used;
     this.meta[m + META.TYPE] = type;
     this.meta[m + META.STATUS] = status;
     this.meta[m + META.ERROR] = error ? 1 : 0;
+    this.meta[m + META.US] = Math.min(0x7fffffff, Math.round(us));
     Atomics.store(this.meta, m + META.STATE, SLOT.DONE);
+    return Atomics.exchange(this.ctrl, C.SIGNALLED, 1) === 0;
   }
 }

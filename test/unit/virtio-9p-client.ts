@@ -184,121 +184,26 @@ export function must<T>(x: T | Err, what = "9P call"): T {
 // -------------------------------------------------------------------------------------------------
 // the whole device: virtio-9p behind the real virtio-pci transport, driven by the fake driver
 
-import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
-import { StateArena } from "../../src/devices/state.ts";
-import { MEMMAP } from "../../src/platform/map.ts";
-import { allocateBars, createConfigMechanism1, createEcam, PciFunctions, PirqRouter, pciWindows } from "../../src/pci/index.ts";
-import { CAP_ID, CFG, MSIX } from "../../src/pci/regs.ts";
-import { powerOnMachine } from "../../src/vm/machine.ts";
-import { POLLIN } from "../../src/vmm/index.ts";
 import { createNineP } from "../../src/virtio/devices/9p.ts";
-import { CAP_TYPE, COMMON, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction } from "../../src/virtio/pci.ts";
 import type { NinePLimits } from "../../src/virtio/9p/server.ts";
-import { FakeDriver, modernLayout } from "./virtio-driver.ts";
+import type { FakeDriver } from "./virtio-driver.ts";
+import { virtioPciRig } from "./virtio-pci-rig.ts";
 
-export class FakePlatform implements Platform {
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  irqLine(): void {}
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(): void {}
-  wakeIo(): void {}
-  log(msg: string): void { this.logs.push(msg); }
-}
-
-const SLOT = 4;
 const MEM_BYTES = 64 << 20;
-const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
 
-/** The device on real guest memory: a vCPU-side and an I/O-side instance on one state buffer, as in a VM. */
+/** The device on real guest memory: a vCPU-side and an I/O-side instance on one state buffer, as in a VM (test/unit/virtio-pci-rig.ts). */
 export function deviceRig(share: { path: string; tag?: string; ro?: boolean; limits?: NinePLimits }) {
   const a = host.memAlloc(MEM_BYTES, false);
   const mem = new GuestMemory([region(0, host.memView(a, MEM_BYTES), a)]);
-  const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
-  const signals: number[] = [];
-  const build = (role: DeviceContext["role"]) => {
-    const ctx: DeviceContext = { mem, arena: new StateArena(buf), platform, role };
-    const fns = new PciFunctions();
-    const router = new PirqRouter(ctx);
-    const d = createNineP({
-      ctx, addr: { bus: 0, slot: SLOT, fn: 0 }, gen: sharedMapGeneration(ctx.arena), router, notifyFds: [100],
-      attach: { ioeventfd: () => {} }, eventfd: { signal: (fd) => signals.push(fd), drain: () => {} },
-    }, { tag: share.tag ?? "hostshare", path: share.path, ro: share.ro ?? false, limits: share.limits, log: (m) => platform.log(m) });
-    fns.add(d.fn);
-    allocateBars([d.fn], pciWindows(MEM_BYTES));
-    const devices: Device[] = [createConfigMechanism1(ctx, fns, router), createEcam(fns), d.fn];
-    const bus = new Bus();
-    for (const x of devices) bus.register(x);
-    return { bus, devices, fn: d.fn, server: d.server };
-  };
-  const vcpu = build("vcpu");
-  powerOnMachine({ devices: vcpu.devices });
-  const io = build("io");
-  const bus = vcpu.bus;
-  const cr = (reg: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", ecam(reg), size);
-  const cw = (reg: number, v: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", ecam(reg), size, v);
-  const bar = (i: number) => {
-    const lo = cr(CFG.BAR0 + 4 * i);
-    if (lo & 1) return (lo & ~3) >>> 0;
-    return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
-  };
-  const caps: Record<number, { bar: number; offset: number }> = {};
-  let msixCap = 0;
-  for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
-    if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
-    if (cr(p, 1) === CAP_ID.VENDOR) caps[cr(p + 3, 1)] ??= { bar: cr(p + 4, 1), offset: cr(p + 8) };
-  }
-  const at = (t: number) => bar(caps[t]!.bar) + caps[t]!.offset;
-  const common = at(CAP_TYPE.COMMON), device = at(CAP_TYPE.DEVICE), notify = at(CAP_TYPE.NOTIFY);
-  const c16 = (off: number) => bus.read("mmio", common + off, 2);
-  const c32 = (off: number) => bus.read("mmio", common + off, 4);
-  const w8 = (off: number, v: number) => bus.write("mmio", common + off, 1, v);
-  const w16 = (off: number, v: number) => bus.write("mmio", common + off, 2, v);
-  const w32 = (off: number, v: number) => bus.write("mmio", common + off, 4, v);
-  const status = () => bus.read("mmio", common + COMMON.STATUS, 1);
-  const features = (): bigint => {
-    w32(COMMON.DFSELECT, 0); const lo = c32(COMMON.DF);
-    w32(COMMON.DFSELECT, 1); const hi = c32(COMMON.DF);
-    return (BigInt(hi) << 32n) | BigInt(lo);
-  };
-  const cfg = (off: number, size: 1 | 2 | 4) => bus.read("mmio", device + off, size);
-  /** §3.1.1 bring-up with MSI-X, EVENT_IDX and INDIRECT_DESC; returns the driver of the request queue. */
-  const bringUp = (): FakeDriver => {
-    w8(COMMON.STATUS, 0);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    const f = features() & (VIRTIO_F.VERSION_1 | VIRTIO_F.EVENT_IDX | VIRTIO_F.INDIRECT_DESC | 1n);
-    w32(COMMON.GFSELECT, 0); w32(COMMON.GF, Number(f & 0xffffffffn));
-    w32(COMMON.GFSELECT, 1); w32(COMMON.GF, Number(f >> 32n));
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= 1; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
-    }
-    w16(COMMON.MSIX, 0);
-    w16(COMMON.Q_SELECT, 0);
-    const size = c16(COMMON.Q_SIZE);
-    w16(COMMON.Q_MSIX, 1);
-    const layout = modernLayout(0x200000, size);
-    const drv = new FakeDriver(mem, layout, { base: 0x1000000, size: 16 << 20 }, true);
-    w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
-    w32(COMMON.Q_AVAILLO, layout.avail); w32(COMMON.Q_AVAILHI, 0);
-    w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
-    w16(COMMON.Q_ENABLE, 1);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
-    signals.length = 0;
-    return drv;
-  };
+  const r = virtioPciRig<{ server: NinePServer }>({
+    mem, queues: 1, slot: 4, ramBytes: MEM_BYTES,
+    build: (inp, _ctx, platform) => createNineP(inp, { tag: share.tag ?? "hostshare", path: share.path, ro: share.ro ?? false, limits: share.limits, log: (m) => platform.log(m) }),
+  });
+  const { platform, cr, cfg, features, status, w8 } = r;
+  /** §3.1.1 bring-up with MSI-X, EVENT_IDX, INDIRECT_DESC and the mount tag; returns the driver of the request queue. */
+  const bringUp = (): FakeDriver => r.bringUp(1n, { heapBase: 0x1000000, heapSize: 16 << 20 }).drivers[0]!;
   /** Notify the queue and run what the I/O Worker runs when its eventfd fires. */
-  const kick = () => {
-    bus.write("mmio", notify, 2, 0);
-    signals.splice(0);
-    (io.fn as VirtioPciFunction).pollSources()[0]!.ready(POLLIN);
-  };
+  const kick = () => r.kick(0);
   /** A Client whose requests go through the queue: request readable, reply writable (room bytes). */
   const client = (drv: FakeDriver): Client => new Client((req, room) => {
     const { head, addrs } = drv.add([{ len: req.length, data: req, addr: 0x3000000 }, { len: room, write: true, addr: 0x3200000 }]);
@@ -308,5 +213,5 @@ export function deviceRig(share: { path: string; tag?: string; ro?: boolean; lim
     if (used.length !== 1 || used[0]!.id !== head) throw new Error(`expected one used chain, got ${JSON.stringify(used)}`);
     return mem.readBytes(addrs[1]!, used[0]!.len);
   });
-  return { mem, platform, cr, cfg, features, status, bringUp, kick, client, ioServer: io.server, vcpuServer: vcpu.server, w8 };
+  return { mem, platform, cr, cfg, features, status, bringUp, kick, client, ioServer: (r.io as { server: NinePServer }).server, vcpuServer: (r.vcpu as { server: NinePServer }).server, w8 };
 }

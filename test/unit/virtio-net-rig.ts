@@ -5,31 +5,12 @@
  * host end, IPv6 off so no stray frames). Also Ethernet / ARP / IPv4 / ICMP / UDP frame builders.
  */
 import { expect } from "bun:test";
-import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
-import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, MiB, region } from "../../src/mem/guest-memory.ts";
 import { openTap } from "../../src/net/tap.ts";
-import { MEMMAP } from "../../src/platform/map.ts";
-import { allocateBars, createConfigMechanism1, createEcam, PciFunctions, PirqRouter, pciWindows } from "../../src/pci/index.ts";
-import { CAP_ID, CFG, MSIX } from "../../src/pci/regs.ts";
-import { powerOnMachine } from "../../src/vm/machine.ts";
-import { host, POLLIN } from "../../src/vmm/index.ts";
+import { host } from "../../src/vmm/index.ts";
 import { createNet, type NetBackendOps, type NetDevice } from "../../src/virtio/devices/net.ts";
 import type { NetDeviceInfo } from "../../src/virtio/net/index.ts";
-import { CAP_TYPE, COMMON, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction } from "../../src/virtio/pci.ts";
-import { FakeDriver, modernLayout } from "./virtio-driver.ts";
-
-export class FakePlatform implements Platform {
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  wakes = 0;
-  irqLine(): void {}
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(): void {}
-  wakeIo(): void { this.wakes++; }
-  log(msg: string): void { this.logs.push(msg); }
-}
+import { virtioPciRig } from "./virtio-pci-rig.ts";
 
 const MEM = 64 * MiB;
 let sharedMem: GuestMemory | undefined;
@@ -66,110 +47,22 @@ export function hostTap(o: { mtu?: number; mac?: string } = {}) {
   };
 }
 
-const SLOT = 3;
-const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
 let rigN = 0;
 
-/** The device on a transport, brought up by a fake driver with `features` (masked by what is offered). */
+/** The device on a transport (test/unit/virtio-pci-rig.ts), brought up by a fake driver with `features` (masked by what is offered). */
 export function rig(dev: NetDeviceInfo, o: { ops?: NetBackendOps; mem?: GuestMemory } = {}) {
   const mem = o.mem ?? realMem();
-  const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
-  const signals: number[] = [];
   const base = 0x200000 + (rigN++ % 8) * 0x400000; // rings and buffers of successive rigs do not overlap
-  const build = (role: DeviceContext["role"]) => {
-    const ctx: DeviceContext = { mem, arena: new StateArena(buf), platform, role };
-    const fns = new PciFunctions();
-    const router = new PirqRouter(ctx);
-    const { fn, net } = createNet({
-      ctx, addr: { bus: 0, slot: SLOT, fn: 0 }, gen: sharedMapGeneration(ctx.arena), router, notifyFds: [100, 101],
-      attach: { ioeventfd: () => {} }, eventfd: { signal: (fd) => signals.push(fd), drain: () => {} }, dev, ops: o.ops,
-      log: (m) => platform.log(m),
-    });
-    fns.add(fn);
-    allocateBars([fn], pciWindows(MEM));
-    const devices: Device[] = [createConfigMechanism1(ctx, fns, router), createEcam(fns), fn];
-    const bus = new Bus();
-    for (const d of devices) bus.register(d);
-    return { bus, devices, fn, net };
-  };
-  const vcpu = build("vcpu");
-  powerOnMachine({ devices: vcpu.devices });
-  const io = build("io");
-  const bus = vcpu.bus;
-  const cr = (reg: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", ecam(reg), size);
-  const cw = (reg: number, v: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", ecam(reg), size, v);
-  const bar = (i: number) => {
-    const lo = cr(CFG.BAR0 + 4 * i);
-    if (lo & 1) return (lo & ~3) >>> 0;
-    return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
-  };
-  const virtio: Record<number, { bar: number; offset: number }> = {};
-  let msixCap = 0;
-  for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
-    if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
-    if (cr(p, 1) === CAP_ID.VENDOR) virtio[cr(p + 3, 1)] ??= { bar: cr(p + 4, 1), offset: cr(p + 8) };
-  }
-  const at = (t: number) => bar(virtio[t]!.bar) + virtio[t]!.offset;
-  const common = at(CAP_TYPE.COMMON), device = at(CAP_TYPE.DEVICE), notify = at(CAP_TYPE.NOTIFY);
-  const c16 = (off: number) => bus.read("mmio", common + off, 2);
-  const c32 = (off: number) => bus.read("mmio", common + off, 4);
-  const w8 = (off: number, v: number) => bus.write("mmio", common + off, 1, v);
-  const w16 = (off: number, v: number) => bus.write("mmio", common + off, 2, v);
-  const w32 = (off: number, v: number) => bus.write("mmio", common + off, 4, v);
-  const features = (): bigint => {
-    w32(COMMON.DFSELECT, 0); const lo = c32(COMMON.DF);
-    w32(COMMON.DFSELECT, 1); const hi = c32(COMMON.DF);
-    return (BigInt(hi) << 32n) | BigInt(lo);
-  };
-  const cfg = (off: number, size: 1 | 2 | 4) => bus.read("mmio", device + off, size);
-  const status = () => bus.read("mmio", common + COMMON.STATUS, 1);
-  const configGeneration = () => bus.read("mmio", common + COMMON.CFGGEN, 1);
-
-  /** Bring-up with MSI-X (config vector 0, queue q → q + 1); `want` masked by what is offered. */
+  const r = virtioPciRig<{ net: NetDevice }>({
+    mem, queues: 2, slot: 3, ramBytes: MEM,
+    build: (inp, _ctx, platform) => createNet({ ...inp, dev, ops: o.ops, log: (m) => platform.log(m) }),
+  });
   const bringUp = (want: bigint, o2: { eventIdx?: boolean } = {}) => {
-    w8(COMMON.STATUS, 0);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    const eventIdx = o2.eventIdx ?? true;
-    const f = features() & (want | VIRTIO_F.VERSION_1 | VIRTIO_F.INDIRECT_DESC | (eventIdx ? VIRTIO_F.EVENT_IDX : 0n));
-    w32(COMMON.GFSELECT, 0); w32(COMMON.GF, Number(f & 0xffffffffn));
-    w32(COMMON.GFSELECT, 1); w32(COMMON.GF, Number(f >> 32n));
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= 2; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
-    }
-    w16(COMMON.MSIX, 0);
-    const drivers: FakeDriver[] = [];
-    for (let q = 0; q < 2; q++) {
-      w16(COMMON.Q_SELECT, q);
-      const size = c16(COMMON.Q_SIZE);
-      w16(COMMON.Q_MSIX, q + 1);
-      const layout = modernLayout(base + q * 0x100000, size);
-      drivers.push(new FakeDriver(mem, layout, { base: base + 0x200000 + q * 0x100000, size: 0x100000 }, eventIdx));
-      w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
-      w32(COMMON.Q_AVAILLO, layout.avail); w32(COMMON.Q_AVAILHI, 0);
-      w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
-      w16(COMMON.Q_ENABLE, 1);
-    }
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
-    expect(status() & VIRTIO_STATUS.FEATURES_OK).toBe(VIRTIO_STATUS.FEATURES_OK);
-    // DRIVER_OK kicks every ready queue: serve those kicks as the I/O Worker would
-    for (const fd of signals.splice(0)) srcs()[fd - 100]!.ready(POLLIN);
-    return { rx: drivers[0]!, tx: drivers[1]!, negotiated: f };
-  };
-  const srcs = () => (io.fn as VirtioPciFunction).pollSources();
-  /** Notify queue q and run what the I/O Worker runs when its eventfd fires. */
-  const kick = (q: number) => {
-    w16(COMMON.Q_SELECT, q);
-    bus.write("mmio", notify + 4 * c16(COMMON.Q_NOFF), 2, q);
-    for (const fd of signals.splice(0)) srcs()[fd - 100]!.ready(POLLIN);
+    const { drivers, features } = r.bringUp(want, { eventIdx: o2.eventIdx, base, ringStride: 0x100000, heapBase: base + 0x200000, heapSize: 0x100000 });
+    return { rx: drivers[0]!, tx: drivers[1]!, negotiated: features };
   };
   /** The tap's poll source as the I/O Worker would collect it now (undefined: not watched). */
-  const tapSource = () => srcs()[2];
+  const tapSource = () => r.sources()[2];
   /** One I/O Worker turn on the tap: poll it (with timeout) and run its handler. Returns whether it was ready. */
   const serveTap = (timeoutMs = 0): boolean => {
     const s = tapSource();
@@ -179,7 +72,10 @@ export function rig(dev: NetDeviceInfo, o: { ops?: NetBackendOps; mem?: GuestMem
     s.ready(rev[0]!);
     return true;
   };
-  return { mem, platform, cfg, features, bringUp, kick, tapSource, serveTap, status, configGeneration, net: io.net as NetDevice, vnet: vcpu.net as NetDevice };
+  return {
+    mem, platform: r.platform, cfg: r.cfg, features: r.features, bringUp, kick: r.kick, tapSource, serveTap, status: r.status,
+    configGeneration: r.configGeneration, net: (r.io as { net: NetDevice }).net, vnet: (r.vcpu as { net: NetDevice }).net,
+  };
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -13,21 +13,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { closeBlock, openBlock, type BlockDisk, type BlockOptions } from "../../src/block/backend.ts";
 import { viewCopyEngine } from "../../src/block/io.ts";
-import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
-import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
-import { MEMMAP } from "../../src/platform/map.ts";
-import { allocateBars, createConfigMechanism1, createEcam, PciFunctions, PirqRouter, pciWindows, PCI_EMULATIONS } from "../../src/pci/index.ts";
-import { CAP_ID, CFG, MSIX } from "../../src/pci/regs.ts";
+import { PCI_EMULATIONS } from "../../src/pci/index.ts";
+import { CFG } from "../../src/pci/regs.ts";
 import { OP, parseSense, scsiLun, scsiTarget, SENSE } from "../../src/scsi/index.ts";
-import { powerOnMachine } from "../../src/vm/machine.ts";
-import { POLLIN } from "../../src/vmm/index.ts";
 import { scsiModel } from "../../src/virtio/devices/scsi.ts";
 import { openVirtioNotifiers, virtioQueueCount } from "../../src/virtio/notify.ts";
-import { CAP_TYPE, COMMON, createVirtioPci, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction } from "../../src/virtio/pci.ts";
+import { COMMON, createVirtioPci, VIRTIO_F, VIRTIO_STATUS } from "../../src/virtio/pci.ts";
 import { CTRL_T, SCSI_CFG, SCSI_S, scsiDeviceInfo, TMF } from "../../src/virtio/scsi/index.ts";
-import { FakeDriver, modernLayout } from "./virtio-driver.ts";
+import type { FakeDriver } from "./virtio-driver.ts";
+import { virtioPciRig } from "./virtio-pci-rig.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsb-vscsi-"));
 const disks: BlockDisk[] = [];
@@ -36,18 +31,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-class FakePlatform implements Platform {
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  irqLine(): void {}
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(): void {}
-  wakeIo(): void {}
-  log(msg: string): void { this.logs.push(msg); }
-}
-
 const SLOT = 6;
-const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
 let nDisk = 0;
 
 function image(bytes: number): { path: string; img: Uint8Array<ArrayBuffer> } {
@@ -68,100 +52,12 @@ function rig(o: { luns?: [number, Partial<BlockOptions>][]; queues?: number; que
   });
   const dev = scsiDeviceInfo(scsiTarget(files.map((f) => scsiLun(f.lun, f.disk))), { numQueues: o.queues ?? 1, queueSize: o.queueSize ?? 16 });
   const nq = 2 + dev.numQueues;
-  const fds = Array.from({ length: nq }, (_, q) => 100 + q);
-  const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
-  const mem = GuestMemory.fake(64 * MiB);
-  const signals: number[] = [];
-  const build = (role: DeviceContext["role"]) => {
-    const ctx: DeviceContext = { mem, arena: new StateArena(buf), platform, role };
-    const fns = new PciFunctions();
-    const router = new PirqRouter(ctx);
-    const model = scsiModel(ctx, dev, { engine: viewCopyEngine, log: (m) => platform.log(m) });
-    const fn = createVirtioPci({
-      ctx, addr: { bus: 0, slot: SLOT, fn: 0 }, gen: sharedMapGeneration(ctx.arena), router, notifyFds: fds,
-      attach: { ioeventfd: () => {} }, eventfd: { signal: (fd) => signals.push(fd), drain: () => {} },
-    }, model);
-    fns.add(fn);
-    allocateBars([fn], pciWindows(64 * MiB));
-    const devices: Device[] = [createConfigMechanism1(ctx, fns, router), createEcam(fns), fn];
-    const bus = new Bus();
-    for (const d of devices) bus.register(d);
-    return { bus, devices, fn };
-  };
-  const vcpu = build("vcpu");
-  powerOnMachine({ devices: vcpu.devices });
-  const io = build("io");
-  const bus = vcpu.bus;
-  const cr = (reg: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", ecam(reg), size);
-  const cw = (reg: number, v: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", ecam(reg), size, v);
-  const bar = (i: number) => {
-    const lo = cr(CFG.BAR0 + 4 * i);
-    if (lo & 1) return (lo & ~3) >>> 0;
-    return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
-  };
-  const virtio: Record<number, { bar: number; offset: number }> = {};
-  let msixCap = 0;
-  for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
-    if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
-    if (cr(p, 1) === CAP_ID.VENDOR) virtio[cr(p + 3, 1)] ??= { bar: cr(p + 4, 1), offset: cr(p + 8) };
-  }
-  const at = (t: number) => bar(virtio[t]!.bar) + virtio[t]!.offset;
-  const common = at(CAP_TYPE.COMMON), device = at(CAP_TYPE.DEVICE), notify = at(CAP_TYPE.NOTIFY);
-  const c16 = (off: number) => bus.read("mmio", common + off, 2);
-  const c32 = (off: number) => bus.read("mmio", common + off, 4);
-  const w8 = (off: number, v: number) => bus.write("mmio", common + off, 1, v);
-  const w16 = (off: number, v: number) => bus.write("mmio", common + off, 2, v);
-  const w32 = (off: number, v: number) => bus.write("mmio", common + off, 4, v);
-  const features = (): bigint => {
-    w32(COMMON.DFSELECT, 0); const lo = c32(COMMON.DF);
-    w32(COMMON.DFSELECT, 1); const hi = c32(COMMON.DF);
-    return (BigInt(hi) << 32n) | BigInt(lo);
-  };
-  const cfg = (off: number, size: 1 | 2 | 4) => bus.read("mmio", device + off, size);
-  const cfgWrite = (off: number, size: 1 | 2 | 4, v: number) => bus.write("mmio", device + off, size, v);
-
-  const bringUp = (before?: () => void) => {
-    w8(COMMON.STATUS, 0);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    const f = features() & (VIRTIO_F.VERSION_1 | VIRTIO_F.EVENT_IDX | VIRTIO_F.INDIRECT_DESC);
-    w32(COMMON.GFSELECT, 0); w32(COMMON.GF, Number(f & 0xffffffffn));
-    w32(COMMON.GFSELECT, 1); w32(COMMON.GF, Number(f >> 32n));
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    before?.();
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= nq; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
-    }
-    w16(COMMON.MSIX, 0);
-    const drivers: FakeDriver[] = [];
-    for (let q = 0; q < nq; q++) {
-      w16(COMMON.Q_SELECT, q);
-      const size = c16(COMMON.Q_SIZE);
-      w16(COMMON.Q_MSIX, q + 1);
-      const layout = modernLayout(0x200000 + q * 0x10000, size);
-      drivers.push(new FakeDriver(mem, layout, { base: 0x1000000 + q * 4 * MiB, size: 4 * MiB }, true));
-      w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
-      w32(COMMON.Q_AVAILLO, layout.avail); w32(COMMON.Q_AVAILHI, 0);
-      w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
-      w16(COMMON.Q_ENABLE, 1);
-    }
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
-    expect(bus.read("mmio", common + COMMON.STATUS, 1) & VIRTIO_STATUS.FEATURES_OK).toBe(VIRTIO_STATUS.FEATURES_OK);
-    signals.length = 0;
-    return drivers;
-  };
-  const kick = (q: number) => {
-    w16(COMMON.Q_SELECT, q);
-    bus.write("mmio", notify + 4 * c16(COMMON.Q_NOFF), 2, q);
-    expect(signals.splice(0)).toEqual([100 + q]);
-    (io.fn as VirtioPciFunction).pollSources()[q]!.ready(POLLIN);
-  };
-  const status = () => bus.read("mmio", common + COMMON.STATUS, 1);
-  return { files, platform, mem, cr, cfg, cfgWrite, features, bringUp, kick, status, w8 };
+  const r = virtioPciRig({
+    mem: GuestMemory.fake(64 * MiB), queues: nq, slot: SLOT,
+    build: (inp, ctx, platform) => createVirtioPci(inp, scsiModel(ctx, dev, { engine: viewCopyEngine, log: (m) => platform.log(m) })),
+  });
+  const bringUp = (before?: () => void) => r.bringUp(0n, { afterFeatures: before }).drivers;
+  return { files, platform: r.platform, mem: r.mem, cr: r.cr, cfg: r.cfg, cfgWrite: r.cfgWrite, features: r.features, bringUp, kick: r.kick, status: r.status, w8: r.w8 };
 }
 type Rig = ReturnType<typeof rig>;
 

@@ -1,11 +1,11 @@
 /**
- * Tier 3, virtio-9p: Debian's kernel with its own virtio_pci, 9pnet_virtio and 9p drivers under
- * dist/tsbhyve in the nested harness, sharing two folders on L1's /dev/shm:
- * - pci 0:4.0 (TOML config tree: sharename "hostshare", path .../share, read-write): mounted with
+ * Tier 3 part, virtio-9p (booted together with other devices by runL2Parts, test/harness/l2.ts): Debian's
+ * kernel with its own virtio_pci, 9pnet_virtio and 9p drivers, sharing two folders on L1's /dev/shm:
+ * - pci 0:6.0 (TOML config tree: sharename "hostshare", path .../share, read-write): mounted with
  *   trans=virtio,version=9p2000.L (cache=none, then again with cache=loose); a known file's sha256 read,
  *   a new file written (the host checks its bytes afterwards), 4 MiB written and read back, mkdir /
  *   rename / rm / ln -s / ls -la / find;
- * - pci 0:5.0 (bhyve's command-line pair form `-s 5,virtio-9p,roshare=/path,ro`): read-only; reads
+ * - pci 0:7.0 (bhyve's command-line pair form `-s 7,virtio-9p,roshare=/path,ro`): read-only; reads
  *   work, every kind of write fails, and the folder is unchanged afterwards.
  * Escape attempts from the guest: host-made symlinks in the share to an absolute host path holding a
  * secret, to "../../outside/secret.txt" and to the outside folder; reading and writing through them,
@@ -13,12 +13,11 @@
  * the mount root. The guest resolves symlinks in its own namespace: the secret text must never appear
  * in the guest, and the host checks that the outside folder and the secret are untouched.
  */
-import { expect, test } from "bun:test";
+import { expect } from "bun:test";
 import { createHash } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { prepareGuest } from "../../src/guest/index.ts";
-import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
+import type { L2Part } from "../../harness/l2.ts";
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
 
@@ -35,19 +34,16 @@ const SECRET = "TSB-9P-HOST-SECRET-c0ffee";
 /** Where the job puts things on L1 */
 const ROOT = "/dev/shm/tsb9p";
 
-const L2_INIT = `#!/bin/sh
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-/sbin/tsb-load-modules
-echo "TSB-GUEST-UP $(cut -d' ' -f1 /proc/uptime)"
-r() { n=$1; s=$2; shift 2; echo "TSB-L2 $n $s $*"; }
-up() { cut -d' ' -f1 /proc/uptime; }
+export const ninepPart = (): L2Part => ({
+  modules: ["virtio_pci", "9pnet_virtio", "9p"],
+  toml: `[pci."0.6.0"]\ndevice = "virtio-9p"\nsharename = "hostshare"\npath = "${ROOT}/share"\n`,
+  args: `-s 7,virtio-9p,roshare=${ROOT}/ro,ro`,
+  files: { "known.bin": KNOWN },
+  checks: `
 secret() { grep -c '${SECRET.slice(0, 12)}' "$1" 2>/dev/null || echo 0; }
 tags() { for f in /sys/bus/virtio/devices/*/mount_tag; do [ -e "$f" ] && { tr -d '\\0' < "$f"; echo; }; done; }
 i=0; while [ "$(tags | wc -w)" -lt 2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-d=/sys/bus/pci/devices/0000:00:04.0
+d=/sys/bus/pci/devices/0000:00:06.0
 id="$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)"
 tags=$(tags | tr '\\n' ' ')
 case "$tags" in *hostshare*roshare*|*roshare*hostshare*) [ "$id" = "0x1af4:0x1009" ] && r 9p-pci pass "$id tags: $tags" || r 9p-pci fail "id=$id tags=[$tags]";; *) r 9p-pci fail "id=$id tags=[$tags] $(dmesg | grep -i 9p | tail -3 | tr '\\n' ';')";; esac
@@ -136,11 +132,8 @@ if mount -t 9p -o trans=virtio,version=9p2000.L roshare /ro 2>/tmp/ro.err; then
   [ -z "$bad" ] && r 9p-ro-write pass "every write refused: $err" || r 9p-ro-write fail "succeeded:$bad"
   umount /ro
 else r 9p-ro-read fail "$(cat /tmp/ro.err)"; fi
-echo "TSB-L2-DONE $(up)"
-poweroff -f
-`;
-
-const JOB = `
+`,
+  before: `
 R=${ROOT}
 rm -rf $R; mkdir -p $R/share/sub $R/ro $R/outside
 cp "$TSB_JOB_DIR/known.bin" $R/share/known.bin; cp "$TSB_JOB_DIR/known.bin" $R/ro/known.bin
@@ -152,52 +145,23 @@ ln -s ../../../outside/secret.txt $R/share/sub/link_upup
 ln -s $R/outside $R/ro/link_dir
 ro0=$(cd $R/ro && find . | sort | xargs ls -ld --time-style=+%s 2>&1 | md5sum)
 out0=$(ls -la --time-style=+%s $R/outside | md5sum; md5sum < $R/outside/secret.txt)
-for try in 1 2; do
-  log="$TSB_OUT/9p.$try.log"
-  t0=$(tsb_now_ms)
-  timeout -s KILL 300 "$TSB_TSBHYVE" -s 5,virtio-9p,roshare=$R/ro,ro "$TSB_JOB_DIR/9p.toml" > "$log" 2>&1 < /dev/null; rc=$?
-  t1=$(tsb_now_ms)
-  if [ $try -eq 1 ] && { [ $rc -eq 137 ] || [ $rc -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$log"; then echo "[9p] attempt 1 ended rc=$rc before the marker; retrying"; continue; fi
-  break
-done
-grep -a '^TSB-L2 ' "$log" | tr -d '\\r' | while read -r _ n s d; do tsb_result "$n" "$s" "$d"; done
-up=$(grep -a '^TSB-GUEST-UP' "$log" | tr -d '\\r' | cut -d' ' -f2); done_=$(grep -a '^TSB-L2-DONE' "$log" | tr -d '\\r' | cut -d' ' -f2)
-[ $rc = 1 ] && tsb_result exit pass "rc=$rc run=$((t1 - t0))ms guest-up=\${up}s guest-done=\${done_}s" || { tsb_result exit fail "rc=$rc"; tail -n 40 "$log" | sed 's/^/[9p] /'; }
-grep -a 'TSB-GUEST-UP\\|TSB-L2' "$log" >/dev/null && grep -ac '${SECRET.slice(0, 12)}' "$log" | grep -qx 0 && tsb_result 9p-secret-console pass "the secret never appeared on the guest console" || tsb_result 9p-secret-console fail "secret on the console: $(grep -a '${SECRET.slice(0, 12)}' "$log" | head -2)"
+`,
+  after: `
+grep -a 'TSB-GUEST-UP\\|TSB-L2' "$tsb_log" >/dev/null && grep -ac '${SECRET.slice(0, 12)}' "$tsb_log" | grep -qx 0 && tsb_result 9p-secret-console pass "the secret never appeared on the guest console" || tsb_result 9p-secret-console fail "secret on the console: $(grep -a '${SECRET.slice(0, 12)}' "$tsb_log" | head -2)"
 out1=$(ls -la --time-style=+%s $R/outside | md5sum; md5sum < $R/outside/secret.txt)
 [ "$out0" = "$out1" ] && [ "$(cat $R/outside/secret.txt)" = '${SECRET}' ] && tsb_result 9p-outside-unchanged pass "$(ls $R/outside | tr '\\n' ' ')" || tsb_result 9p-outside-unchanged fail "$(ls -la $R/outside | tr '\\n' '|')"
 [ -L $R/share/link_abs ] && [ "$(readlink $R/share/link_abs)" = "$R/outside/secret.txt" ] && [ -L $R/share/evil_root ] && [ "$(readlink $R/share/evil_root)" = / ] && tsb_result 9p-host-links pass "host links intact; the guest's evil_root is a plain symlink on the host" || tsb_result 9p-host-links fail "$(ls -la $R/share | tr '\\n' '|')"
 ro1=$(cd $R/ro && find . | sort | xargs ls -ld --time-style=+%s 2>&1 | md5sum)
 [ "$ro0" = "$ro1" ] && tsb_result 9p-ro-unchanged pass "" || tsb_result 9p-ro-unchanged fail "$(ls -la $R/ro | tr '\\n' '|')"
-gh=$(grep -a '^TSB-L2 9p-bigwrite pass' "$log" | tr -d '\\r' | cut -d' ' -f4); hh=$(sha256sum $R/share/big.bin 2>/dev/null | cut -d' ' -f1)
+gh=$(grep -a '^TSB-L2 9p-bigwrite pass' "$tsb_log" | tr -d '\\r' | cut -d' ' -f4); hh=$(sha256sum $R/share/big.bin 2>/dev/null | cut -d' ' -f1)
 [ -n "$gh" ] && [ "$gh" = "$hh" ] && tsb_result 9p-bigwrite-host pass "host sha256 = guest sha256" || tsb_result 9p-bigwrite-host fail "guest=$gh host=$hh"
 cp $R/share/out/newfile "$TSB_OUT/newfile" 2>/dev/null
 ls -la $R/share > "$TSB_OUT/share.ls" 2>&1
-exit 0
-`;
-
-test(
-  "virtio-9p under a real kernel (nested): mount, read/write, directory ops, cache=loose, read-only share, escape attempts",
-  async () => {
-    requireQemu();
-    const g = await prepareGuest({ init: L2_INIT, modules: ["virtio_pci", "9pnet_virtio", "9p"] });
-    const toml = `name = "virtio-9p"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
-      `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
-      `[pci."0.4.0"]\ndevice = "virtio-9p"\nsharename = "hostshare"\npath = "${ROOT}/share"\n`;
-    const r = await runNested({
-      name: "virtio-9p", script: JOB, timeoutMs: 500_000, idleTimeoutMs: 300_000, keepJobDir: true,
-      files: { "9p.toml": toml, "known.bin": KNOWN },
-    });
-    const why = describeResult(r);
-    console.log(why);
-    for (const c of ["9p-pci", "9p-mount", "9p-read", "9p-write", "9p-bigwrite", "9p-dirops", "9p-ls", "9p-escape-read", "9p-guest-symlink",
-      "9p-escape-aname", "9p-version", "9p-escape-tries", "9p-umount", "9p-cache-loose", "9p-ro-read", "9p-ro-write", "exit", "9p-secret-console",
-      "9p-outside-unchanged", "9p-host-links", "9p-ro-unchanged", "9p-bigwrite-host"]) {
-      expect(r.results.get(c)?.status, `${c}\n${why}`).toBe("pass");
-    }
-    // the host reads the guest's new file
-    expect(sha256(new Uint8Array(readFileSync(join(r.jobDir, "out", "newfile"))))).toBe(sha256(NEW_CONTENT));
-    if (r.ok) rmSync(r.jobDir, { recursive: true, force: true });
+`,
+  expect: ["9p-pci", "9p-mount", "9p-read", "9p-write", "9p-bigwrite", "9p-dirops", "9p-ls", "9p-escape-read", "9p-guest-symlink",
+      "9p-escape-aname", "9p-version", "9p-escape-tries", "9p-umount", "9p-cache-loose", "9p-ro-read", "9p-ro-write", "9p-secret-console",
+      "9p-outside-unchanged", "9p-host-links", "9p-ro-unchanged", "9p-bigwrite-host"],
+  verify(out) {
+    expect(sha256(new Uint8Array(readFileSync(join(out, "newfile"))))).toBe(sha256(NEW_CONTENT));
   },
-  600_000,
-);
+});

@@ -1,10 +1,11 @@
 /**
- * Tier 3, virtio-scsi: Debian's kernel with its own virtio_pci, virtio_scsi and sd_mod drivers under
- * dist/tsbhyve in the nested harness. One adapter at pci 0:4.0 with two LUNs on target 0:
+ * Tier 3 part, virtio-scsi (booted together with other devices by runL2Parts, test/harness/l2.ts):
+ * Debian's kernel with its own virtio_pci, virtio_scsi and sd_mod drivers. One adapter at pci 0:4.0
+ * with two LUNs on target 0:
  * - LUN 0, lun0.img (64 MiB, read-write, ser TSB-SCSI-A): a known 1 MiB at 4 MiB, 16 MiB of data at
  *   16 MiB (allocated on the host), the rest sparse;
  * - LUN 1, lun1.img (8 MiB, ro): another known 1 MiB at 0.
- * The L2 /init checks: the PCI function and its driver; /dev/sda and /dev/sdb with the right sizes, LUN
+ * The guest checks: the PCI function and its driver; /dev/sda and /dev/sdb with the right sizes, LUN
  * numbers, vendor/model, read-only flag ("Write Protect is on" from MODE SENSE) and cache type; the
  * serial through VPD 0x80 / 0x83 (wwid); the sha256 of a dd range; a 1 MiB O_DIRECT write (dd
  * oflag=direct) read back with iflag=direct; a refused write to the read-only LUN; blkdiscard of the 16
@@ -12,12 +13,11 @@
  * unchanged, and the host reads the written megabyte back out of the image.
  * The images live on L1's /dev/shm (tmpfs punches holes; the 9p job dir would not).
  */
-import { expect, test } from "bun:test";
+import { expect } from "bun:test";
 import { createHash } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { prepareGuest } from "../../src/guest/index.ts";
-import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
+import type { L2Part } from "../../harness/l2.ts";
 
 const MiB = 1 << 20;
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -42,15 +42,12 @@ function lun1(): Uint8Array {
   return b;
 }
 
-const L2_INIT = `#!/bin/sh
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-/sbin/tsb-load-modules
-echo "TSB-GUEST-UP $(cut -d' ' -f1 /proc/uptime)"
-r() { n=$1; s=$2; shift 2; echo "TSB-L2 $n $s $*"; }
-up() { cut -d' ' -f1 /proc/uptime; }
+export const scsiPart = (): L2Part => ({
+  modules: ["virtio_pci", "virtio_scsi", "sd_mod"],
+  toml: `[pci.0.4.0]\ndevice = "virtio-scsi"\npath = "/dev/shm/lun0.img"\nser = "TSB-SCSI-A"\n` +
+      `[pci.0.4.0.lun.1]\npath = "/dev/shm/lun1.img"\nro = true\n`,
+  files: { "lun0.img": lun0(), "lun1.img": lun1() },
+  checks: `
 # the disks' names follow probe order, not LUN order: find each LUN's
 lunDisk() { for x in /sys/bus/scsi/devices/*:0:0:$1/block/*; do [ -e "$x" ] && basename "$x"; done; }
 i=0; while { [ -z "$(lunDisk 0)" ] || [ -z "$(lunDisk 1)" ] || [ ! -b "/dev/$(lunDisk 0)" ] || [ ! -b "/dev/$(lunDisk 1)" ]; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -83,60 +80,27 @@ if blkdiscard -o 16777216 -l 16777216 /dev/$A 2>/tmp/bd.err; then
   z=$(dd if=/dev/$A bs=65536 skip=256 count=256 iflag=direct 2>/dev/null | tr -d '\\000' | wc -c)
   [ "$z" = 0 ] && r scsi-discard pass "blkdiscard 16 MiB ok (discard_max_bytes=$dm), reads back zeros" || r scsi-discard fail "blkdiscard ok but $z nonzero bytes remain"
 else r scsi-discard fail "discard_max_bytes=[$dm] $(tr '\\n' ' ' < /tmp/bd.err)"; fi
-echo "TSB-L2-DONE $(up)"
-poweroff -f
-`;
-
-const JOB = `
+`,
+  before: `
 cp --sparse=always "$TSB_JOB_DIR/lun0.img" /dev/shm/lun0.img
 cp --sparse=always "$TSB_JOB_DIR/lun1.img" /dev/shm/lun1.img
 b0=$(stat -c %b /dev/shm/lun0.img)
-for try in 1 2; do
-  log="$TSB_OUT/scsi.$try.log"
-  t0=$(tsb_now_ms)
-  timeout -s KILL 240 "$TSB_TSBHYVE" "$TSB_JOB_DIR/scsi.toml" > "$log" 2>&1 < /dev/null; rc=$?
-  t1=$(tsb_now_ms)
-  if [ $try -eq 1 ] && { [ $rc -eq 137 ] || [ $rc -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$log"; then echo "[scsi] attempt 1 ended rc=$rc before the marker; retrying"; continue; fi
-  break
-done
-grep '^TSB-L2 ' "$log" | tr -d '\\r' | while read -r _ n s d; do tsb_result "$n" "$s" "$d"; done
-up=$(grep -a '^TSB-GUEST-UP' "$log" | tr -d '\\r' | cut -d' ' -f2); done_=$(grep -a '^TSB-L2-DONE' "$log" | tr -d '\\r' | cut -d' ' -f2)
-[ $rc = 1 ] && tsb_result exit pass "rc=$rc run=$((t1 - t0))ms guest-up=\${up}s guest-done=\${done_}s" || { tsb_result exit fail "rc=$rc"; tail -n 40 "$log" | sed 's/^/[scsi] /'; }
+`,
+  after: `
 b1=$(stat -c %b /dev/shm/lun0.img)
 # 16 MiB = 32768 512-byte blocks were allocated at 16 MiB; after blkdiscard they must be gone
 [ $((b0 - b1)) -ge 30000 ] && tsb_result scsi-discard-host pass "allocated 512-byte blocks before=$b0 after=$b1" || tsb_result scsi-discard-host fail "allocated 512-byte blocks before=$b0 after=$b1"
 cmp -s "$TSB_JOB_DIR/lun1.img" /dev/shm/lun1.img && tsb_result scsi-ro-unchanged pass "" || tsb_result scsi-ro-unchanged fail "lun1.img changed"
-grep -a 'virtio-scsi' "$log" | head -5 | sed 's/^/[scsi-log] /'
+grep -a 'virtio-scsi' "$tsb_log" | head -5 | sed 's/^/[scsi-log] /'
 cp --sparse=always /dev/shm/lun0.img "$TSB_OUT/lun0.img"
-exit 0
-`;
-
-test(
-  "virtio-scsi under a real kernel (nested): sda/sdb on two LUNs, read, O_DIRECT write, ro LUN, blkdiscard; image checked on the host",
-  async () => {
-    requireQemu();
-    const g = await prepareGuest({ init: L2_INIT, modules: ["virtio_pci", "virtio_scsi", "sd_mod"] });
-    const toml = `name = "virtio-scsi"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
-      `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
-      `[pci.0.4.0]\ndevice = "virtio-scsi"\npath = "/dev/shm/lun0.img"\nser = "TSB-SCSI-A"\n` +
-      `[pci.0.4.0.lun.1]\npath = "/dev/shm/lun1.img"\nro = true\n`;
-    const r = await runNested({
-      name: "virtio-scsi", script: JOB, timeoutMs: 500_000, idleTimeoutMs: 300_000, keepJobDir: true,
-      files: { "scsi.toml": toml, "lun0.img": lun0(), "lun1.img": lun1() },
-    });
-    const why = describeResult(r);
-    console.log(why);
-    for (const c of ["scsi-pci", "scsi-disks", "scsi-ident", "scsi-serial", "scsi-ro-flag", "scsi-cache", "scsi-read", "scsi-write",
-      "scsi-ro-write", "scsi-discard", "exit", "scsi-discard-host", "scsi-ro-unchanged"]) {
-      expect(r.results.get(c)?.status, `${c}\n${why}`).toBe("pass");
-    }
-    // the host reads the guest's O_DIRECT write out of the image; the rest is as it was or discarded
-    const img = new Uint8Array(readFileSync(join(r.jobDir, "out", "lun0.img")));
+`,
+  expect: ["scsi-pci", "scsi-disks", "scsi-ident", "scsi-serial", "scsi-ro-flag", "scsi-cache", "scsi-read", "scsi-write",
+      "scsi-ro-write", "scsi-discard", "scsi-discard-host", "scsi-ro-unchanged"],
+  verify(out) {
+    const img = new Uint8Array(readFileSync(join(out, "lun0.img")));
     expect(img.length).toBe(64 * MiB);
     expect(sha256(img.subarray(40 * MiB, 41 * MiB))).toBe(sha256(KNOWN_B));
     expect(sha256(img.subarray(4 * MiB, 5 * MiB))).toBe(sha256(KNOWN_A));
     expect(img.subarray(16 * MiB, 32 * MiB).every((x) => x === 0)).toBe(true);
-    if (r.ok) rmSync(r.jobDir, { recursive: true, force: true });
   },
-  600_000,
-);
+});
