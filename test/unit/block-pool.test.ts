@@ -154,9 +154,9 @@ test("virtio-blk runs fast requests inline and slow ones through the pool, and c
   const path = join(dir, "mode.img");
   writeFileSync(path, new Uint8Array(1 << 20));
   const disk = openBlock({ path });
-  let delayUs = 0;
-  const spin = (us: number) => { const end = performance.now() + us / 1000; while (performance.now() < end); };
-  const engine = { ...viewCopyEngine, read: (d: never, m: never, s: never, o: number) => { spin(delayUs); return viewCopyEngine.read(d, m, s, o); } };
+  // a fake clock that the "disk" advances by its service time: deterministic under any load
+  let delayUs = 0, clockMs = 0;
+  const engine = { ...viewCopyEngine, read: (d: never, m: never, s: never, o: number) => { clockMs += delayUs / 1000; return viewCopyEngine.read(d, m, s, o); } };
   const submitted: PoolRequest[] = [];
   const done: { queue: number; head: number; used: number; us: number }[] = [];
   const fake = {
@@ -168,7 +168,7 @@ test("virtio-blk runs fast requests inline and slow ones through the pool, and c
   const mem = GuestMemory.fake(16 << 20);
   const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(1 << 20)), platform: { irqLine() {}, msi() {}, requestExit() {}, wakeIo() {}, log() {} }, role: "io" };
   const fn = createVirtioPci({ ctx, addr: { bus: 0, slot: 4, fn: 0 }, gen: sharedMapGeneration(ctx.arena), eventfd: { signal() {}, drain() {} } },
-    blkModel(blkDeviceInfo(disk, { queueSize: 64 }), { queueSize: 64, engine, pool: fake, drain: () => {} }));
+    blkModel(blkDeviceInfo(disk, { queueSize: 64 }), { queueSize: 64, engine, pool: fake, drain: () => {}, now: () => clockMs }));
   powerOnMachine({ devices: [fn] });
   const d = bringUp(fn.transport, mem, () => true, { ringBase: 0, ringBytes: 1 << 20, maxQueueSize: 64, heap: { base: 2 << 20, size: 8 << 20 } })!.drivers[0]!;
   const hdr = (sector: number) => { const b = new Uint8Array(16), v = new DataView(b.buffer); v.setUint32(0, BLK_T.IN, true); v.setBigUint64(8, BigInt(sector), true); return b; };

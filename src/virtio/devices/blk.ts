@@ -61,6 +61,8 @@ export interface BlkModelOptions {
   drain?: (fd: number) => void;
   /** start with requests going to the pool (tests; normally the service times decide) */
   pooled?: boolean;
+  /** clock in ms for service times (default performance.now) */
+  now?: () => number;
 }
 
 export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDeviceModel {
@@ -75,6 +77,7 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
   let tr: VirtioTransport | undefined;
   /** moving average of request service times (µs) and whether requests currently go to the pool (I/O Worker only) */
   let avgUs = o.pooled ? POOL_ABOVE_US : 0, pooled = !!o.pooled;
+  const now = o.now ?? (() => performance.now());
   const observe = (us: number) => {
     avgUs += (us - avgUs) / 8;
     if (!pooled && avgUs > POOL_ABOVE_US) pooled = true;
@@ -109,9 +112,9 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
         }
         // pooled while requests are slow, and while earlier ones are still in the pool
         if ((pooled || pool?.inFlight()) && pool?.submit({ queue: q, head: c.head, readable: c.readable, writable: c.writable })) continue;
-        const t0 = performance.now();
+        const t0 = now();
         const res = executeRequest(dev, t.mem, c, engine);
-        if (pool) observe((performance.now() - t0) * 1000);
+        if (pool) observe((now() - t0) * 1000);
         if (res.error) logError(`virtio-blk ${dev.disk.path}: queue ${q}: request type ${res.type}: ${res.error}`);
         vq.push(c.head, res.used);
         if (++done >= BUDGET) { vq.enableNotify(); t.reschedule(q); return; }
