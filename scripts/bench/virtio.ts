@@ -147,7 +147,7 @@ export async function runVirtioBench(): Promise<void> {
   }
   if (!runs.tsbhyve.length || !runs.qemu.length) console.log(describeResult(r));
   console.log(`logs: ${out}`);
-  if (r.ok && Object.values(runs).every((x) => x.length === RUNS)) rmSync(r.jobDir, { recursive: true, force: true });
+  if (r.ok && Object.values(runs).every((x) => x.length === RUNS && x.every((f) => Object.keys(f).length === BLK_RUNS.length * 2 + 2))) rmSync(r.jobDir, { recursive: true, force: true });
 }
 
 if (import.meta.main) await runVirtioBench();

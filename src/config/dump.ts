@@ -28,6 +28,7 @@ export function configToTree(cfg: VmConfig): Record<string, unknown> {
     threads: cfg.threads,
     acpi_tables: cfg.acpiTables,
     destroy_on_poweroff: cfg.destroyOnPoweroff,
+    virtio_msix: cfg.virtioMsix,
   };
   tree.uuid = cfg.uuid;
   tree.memory = { size: formatSize(cfg.memory.size), wired: cfg.memory.wired };

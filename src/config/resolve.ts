@@ -159,6 +159,7 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
     pci,
     acpiTables: get("acpi_tables"),
     destroyOnPoweroff: get("destroy_on_poweroff"),
+    virtioMsix: get("virtio_msix"),
     pcTestdev: get("lpc.pc-testdev"),
     rtcLocaltime: get("rtc.use_localtime"),
     uuid: (get<string | undefined>("uuid") ?? defaultVmUuid(get("name"))).toLowerCase(),

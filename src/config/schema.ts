@@ -91,6 +91,7 @@ export const KEYS: readonly KeyDef[] = [
   { key: "boot.cmdline", type: "string", default: "", doc: "kernel command line for direct kernel boot" },
   { key: "acpi_tables", type: "bool", default: true, doc: "generate ACPI tables" },
   { key: "destroy_on_poweroff", type: "bool", default: false, doc: "destroy the VM when the guest powers off" },
+  { key: "virtio_msix", type: "bool", default: true, doc: "virtio devices interrupt through MSI-X (false: one MSI vector, else INTx, as bhyve's virtio_msix=false)" },
   { key: "rtc.use_localtime", type: "bool", default: true, doc: "RTC keeps local time (false: UTC)" },
   { key: "uuid", type: "string", pattern: /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/,
     patternDoc: "a UUID like 01234567-89ab-cdef-0123-456789abcdef",

@@ -54,6 +54,8 @@ export interface VmConfig {
   pci: Record<string, { device: string; [key: string]: unknown }>;
   acpiTables: boolean;
   destroyOnPoweroff: boolean;
+  /** virtio devices use MSI-X (false: MSI, as bhyve's virtio_msix) */
+  virtioMsix: boolean;
   /** lpc.pc-testdev: the test device of tsbhyve's payload tests */
   pcTestdev: boolean;
   rtcLocaltime: boolean;

@@ -38,8 +38,9 @@
  *
  * Interrupts (device → driver): MSI-X when enabled (queue or config vector through
  * PciFunction.signalMsi, which honours the function mask, per-vector masks and pending bits;
- * VIRTIO_MSI_NO_VECTOR = none), else INTx with the ISR (bit 0 queue, bit 1 config; reading it clears
- * it and deasserts). Platform.msi is a VM-wide call, legal from the I/O Worker. (Later: one irqfd per
+ * VIRTIO_MSI_NO_VECTOR = none); else the ISR (bit 0 queue, bit 1 config; reading it clears it and
+ * deasserts) with INTx, or with the single MSI message of a function built without MSI-X (bhyve's
+ * virtio_msix = false) once the driver enabled MSI. Platform.msi is a VM-wide call, legal from the I/O Worker. (Later: one irqfd per
  * vector with an MSI route, signalled without a syscall into KVM's MSI path from userspace.)
  */
 import type { MapGeneration } from "../devices/bus.ts";
@@ -231,6 +232,8 @@ export class VirtioTransport {
       intPin: 1,
       bars,
       msix: msix ? { vectors: this.msixVectors, bar: MSIX_BAR, tableOffset: 0, pbaOffset: 0x800 } : undefined,
+      // without MSI-X (bhyve's virtio_msix = false): one MSI message for everything, the ISR says why
+      msi: msix ? undefined : { vectors: 1, addr64: true },
       capBase: this.caps.end,
       regs,
       configWritten: (_fn, offset, size) => this.configWritten(offset, size),
@@ -344,7 +347,7 @@ export class VirtioTransport {
   // ---------------------------------------------------------------------------------------------
   // interrupts
 
-  /** Queue interrupt (lock held): MSI-X vector, or ISR bit 0 + INTx. */
+  /** Queue interrupt (lock held): MSI-X vector, or ISR bit 0 + the MSI message (or INTx). */
   interruptQueue(q: number): void {
     if (this.fn.msixEnabled()) {
       const v = this.queues[q]!.s.vector;
@@ -352,7 +355,13 @@ export class VirtioTransport {
       return;
     }
     this.st.isr |= 1;
-    this.fn.assertIntx();
+    this.raiseShared();
+  }
+
+  /** The one interrupt without MSI-X: the MSI message when the driver enabled MSI, else INTx (ISR set). */
+  private raiseShared(): void {
+    if (this.fn.msiEnabled()) this.fn.signalMsi(0);
+    else this.fn.assertIntx();
   }
 
   /** Configuration-change interrupt (lock held). */
@@ -363,7 +372,7 @@ export class VirtioTransport {
       if (v !== VIRTIO_MSI_NO_VECTOR) this.fn.signalMsi(v);
       return;
     }
-    this.fn.assertIntx();
+    this.raiseShared();
   }
 
   /** The device changed its configuration (lock held): new generation, interrupt once the driver is up. */

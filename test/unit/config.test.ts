@@ -96,7 +96,7 @@ describe("the documented example and defaults", () => {
       bootrom: ROM,
       com: [{ kind: "stdio" }, undefined, undefined, undefined],
       pci: { "0.0.0": { device: "hostbridge" }, "0.1.0": { device: "lpc" } },
-      acpiTables: true, destroyOnPoweroff: false, pcTestdev: false, rtcLocaltime: true,
+      acpiTables: true, destroyOnPoweroff: false, virtioMsix: true, pcTestdev: false, rtcLocaltime: true,
       uuid: defaultVmUuid("vm1"),
       smbios: DEFAULT_SMBIOS,
       fwcfg: [],

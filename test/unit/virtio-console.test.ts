@@ -13,20 +13,16 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { closeChardev, openChardev, type ChardevHandle } from "../../src/chardev/index.ts";
-import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform, PollSource } from "../../src/devices/device.ts";
-import { StateArena } from "../../src/devices/state.ts";
+import type { PollSource } from "../../src/devices/device.ts";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
-import { MEMMAP } from "../../src/platform/map.ts";
-import { allocateBars, createConfigMechanism1, createEcam, PciFunctions, PirqRouter, pciWindows } from "../../src/pci/index.ts";
-import { CAP_ID, CFG, MSIX } from "../../src/pci/regs.ts";
-import { powerOnMachine } from "../../src/vm/machine.ts";
+import { CFG } from "../../src/pci/regs.ts";
 import { host, POLLIN } from "../../src/vmm/index.ts";
 import {
   C_IVQ, C_OVQ, CONSOLE_CTRL, CONSOLE_F_MULTIPORT, consoleMaxNrPorts, consoleQueueCount, createConsole, rxQueue, txQueue, type ConsolePortInput,
 } from "../../src/virtio/devices/console.ts";
-import { CAP_TYPE, COMMON, VIRTIO_F, VIRTIO_STATUS } from "../../src/virtio/pci.ts";
-import { FakeDriver, modernLayout } from "./virtio-driver.ts";
+import { COMMON, type VirtioPciFunction } from "../../src/virtio/pci.ts";
+import type { FakeDriver } from "./virtio-driver.ts";
+import { virtioPciRig } from "./virtio-pci-rig.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsb-vcon-"));
 const handles: ChardevHandle[] = [];
@@ -37,18 +33,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-class FakePlatform implements Platform {
-  logs: string[] = [];
-  wakes = 0;
-  irqLine(): void {}
-  msi(): void {}
-  requestExit(): void {}
-  wakeIo(): void { this.wakes++; }
-  log(msg: string): void { this.logs.push(msg); }
-}
-
 const SLOT = 5;
-const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
 let nSock = 0;
 
 function rig(portDefs: { id: number; name?: string }[]) {
@@ -59,94 +44,19 @@ function rig(portDefs: { id: number; name?: string }[]) {
     return { ...p, handle, path };
   });
   const nq = consoleQueueCount(Math.max(1, ...ports.map((p) => p.id + 1)));
-  const fds = Array.from({ length: nq }, (_, q) => 100 + q);
-  const buf = new SharedArrayBuffer(2 << 20);
-  const platform = new FakePlatform();
-  const mem = GuestMemory.fake(128 * MiB);
-  const signals: number[] = [];
-  const build = (role: DeviceContext["role"]) => {
-    const ctx: DeviceContext = { mem, arena: new StateArena(buf), platform, role };
-    const fns = new PciFunctions();
-    const router = new PirqRouter(ctx);
-    const { fn } = createConsole({
-      ctx, addr: { bus: 0, slot: SLOT, fn: 0 }, gen: sharedMapGeneration(ctx.arena), router, notifyFds: fds,
-      attach: { ioeventfd: () => {} }, eventfd: { signal: (fd) => signals.push(fd), drain: () => {} }, ports,
-    });
-    fns.add(fn);
-    allocateBars([fn], pciWindows(64 * MiB));
-    const devices: Device[] = [createConfigMechanism1(ctx, fns, router), createEcam(fns), fn];
-    const bus = new Bus();
-    for (const d of devices) bus.register(d);
-    return { bus, devices, fn };
-  };
-  const vcpu = build("vcpu");
-  powerOnMachine({ devices: vcpu.devices });
-  const io = build("io");
-  const bus = vcpu.bus;
-  const cr = (reg: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", ecam(reg), size);
-  const cw = (reg: number, v: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", ecam(reg), size, v);
-  const bar = (i: number) => {
-    const lo = cr(CFG.BAR0 + 4 * i);
-    if (lo & 1) return (lo & ~3) >>> 0;
-    return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
-  };
-  const virtio: Record<number, { bar: number; offset: number }> = {};
-  let msixCap = 0;
-  for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
-    if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
-    if (cr(p, 1) === CAP_ID.VENDOR) virtio[cr(p + 3, 1)] ??= { bar: cr(p + 4, 1), offset: cr(p + 8) };
-  }
-  const at = (t: number) => bar(virtio[t]!.bar) + virtio[t]!.offset;
-  const common = at(CAP_TYPE.COMMON), device = at(CAP_TYPE.DEVICE), notify = at(CAP_TYPE.NOTIFY);
-  const c16 = (off: number) => bus.read("mmio", common + off, 2);
-  const c32 = (off: number) => bus.read("mmio", common + off, 4);
-  const w8 = (off: number, v: number) => bus.write("mmio", common + off, 1, v);
-  const w16 = (off: number, v: number) => bus.write("mmio", common + off, 2, v);
-  const w32 = (off: number, v: number) => bus.write("mmio", common + off, 4, v);
-  const features = (): bigint => {
-    w32(COMMON.DFSELECT, 0); const lo = c32(COMMON.DF);
-    w32(COMMON.DFSELECT, 1); const hi = c32(COMMON.DF);
-    return (BigInt(hi) << 32n) | BigInt(lo);
-  };
-  const cfg = (off: number, size: 1 | 2 | 4) => bus.read("mmio", device + off, size);
-
-  const bringUp = (multiport = true) => {
-    w8(COMMON.STATUS, 0);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    const f = features() & (VIRTIO_F.VERSION_1 | VIRTIO_F.EVENT_IDX | (multiport ? CONSOLE_F_MULTIPORT : 0n));
-    w32(COMMON.GFSELECT, 0); w32(COMMON.GF, Number(f & 0xffffffffn));
-    w32(COMMON.GFSELECT, 1); w32(COMMON.GF, Number(f >> 32n));
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= nq; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
-    }
-    w16(COMMON.MSIX, 0);
-    const drivers: FakeDriver[] = [];
-    for (let q = 0; q < nq; q++) {
-      w16(COMMON.Q_SELECT, q);
-      const size = c16(COMMON.Q_SIZE);
-      w16(COMMON.Q_MSIX, q + 1);
-      const layout = modernLayout(0x200000 + q * 0x10000, size);
-      drivers.push(new FakeDriver(mem, layout, { base: 0x1000000 + q * 2 * MiB, size: 2 * MiB }, true));
-      w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
-      w32(COMMON.Q_AVAILLO, layout.avail); w32(COMMON.Q_AVAILHI, 0);
-      w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
-      w16(COMMON.Q_ENABLE, 1);
-    }
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
-    expect(bus.read("mmio", common + COMMON.STATUS, 1) & VIRTIO_STATUS.FEATURES_OK).toBe(VIRTIO_STATUS.FEATURES_OK);
-    signals.length = 0;
-    return drivers;
-  };
+  const r = virtioPciRig({
+    mem: GuestMemory.fake(128 * MiB), queues: nq, slot: SLOT,
+    build: (inp) => createConsole({ ...inp, ports }).fn,
+  });
+  const { platform, mem, cr, cfg, features } = r;
+  const io = { fn: r.io as VirtioPciFunction };
+  const bringUp = (multiport = true) =>
+    r.bringUp(multiport ? CONSOLE_F_MULTIPORT : 0n, { indirect: false, heapSize: 2 * MiB }).drivers;
   /** Notify queue q and run what the I/O Worker runs when its eventfd fires. */
   const kick = (q: number) => {
-    w16(COMMON.Q_SELECT, q);
-    bus.write("mmio", notify + 4 * c16(COMMON.Q_NOFF), 2, q);
-    expect(signals.splice(0)).toEqual([100 + q]);
+    r.w16(COMMON.Q_SELECT, q);
+    r.bus.write("mmio", r.notify + 4 * r.c16(COMMON.Q_NOFF), 2, q);
+    expect(r.signals.splice(0)).toEqual([100 + q]);
     io.fn.pollSources()[q]!.ready(POLLIN);
   };
   /** One I/O Worker round over the device's host-end sources (and any rescheduled queue). */

@@ -7,82 +7,27 @@
  * statusq (and the `hello` test aid), reset emptying the ring, and probeEvdev over a fake ioctl.
  */
 import { describe, expect, test } from "bun:test";
-import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
-import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
-import { MEMMAP } from "../../src/platform/map.ts";
-import { allocateBars, createConfigMechanism1, createEcam, PciFunctions, PirqRouter, pciWindows } from "../../src/pci/index.ts";
-import { CAP_ID, CFG, MSIX } from "../../src/pci/regs.ts";
-import { powerOnMachine } from "../../src/vm/machine.ts";
+import { CFG } from "../../src/pci/regs.ts";
 import { POLLIN } from "../../src/vmm/index.ts";
 import {
   ABS_X, ABS_Y, BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BUS_VIRTUAL, createInput, EV, EVENTQ, EVIOCGABS, EVIOCGBIT, EVIOCGID, EVIOCGNAME, INPUT_CFG,
-  inputModelIdentity, injectInputEvents, KEY_H, LED_CAPSL, probeEvdev, RING_EVENTS, STATUSQ, SYN_REPORT, TABLET_MAX, type InputDeviceOptions, type InputModel,
+  inputModelIdentity, injectInputEvents, KEY_H, LED_CAPSL, probeEvdev, RING_EVENTS, STATUSQ, SYN_REPORT, TABLET_MAX, type InputDevice, type InputDeviceOptions, type InputModel,
 } from "../../src/virtio/devices/input.ts";
-import { CAP_TYPE, COMMON, VIRTIO_F, VIRTIO_STATUS } from "../../src/virtio/pci.ts";
-import { FakeDriver, modernLayout } from "./virtio-driver.ts";
-
-class FakePlatform implements Platform {
-  logs: string[] = [];
-  wakes = 0;
-  irqLine(): void {}
-  msi(): void {}
-  requestExit(): void {}
-  wakeIo(): void { this.wakes++; }
-  log(msg: string): void { this.logs.push(msg); }
-}
+import { COMMON, VIRTIO_F, type VirtioPciFunction } from "../../src/virtio/pci.ts";
+import type { FakeDriver } from "./virtio-driver.ts";
+import { virtioPciRig } from "./virtio-pci-rig.ts";
 
 const SLOT = 6;
-const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
 
 function rig(model: InputModel, extra: Partial<InputDeviceOptions> = {}) {
   const nq = 2;
-  const fds = [100, 101];
-  const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
-  const mem = GuestMemory.fake(128 * MiB);
-  const signals: number[] = [];
-  const build = (role: DeviceContext["role"]) => {
-    const ctx: DeviceContext = { mem, arena: new StateArena(buf), platform, role };
-    const fns = new PciFunctions();
-    const router = new PirqRouter(ctx);
-    const { fn, input } = createInput({
-      ctx, addr: { bus: 0, slot: SLOT, fn: 0 }, gen: sharedMapGeneration(ctx.arena), router, notifyFds: fds,
-      attach: { ioeventfd: () => {} }, eventfd: { signal: (fd) => signals.push(fd), drain: () => {} },
-      device: { identity: inputModelIdentity(model), ...extra },
-    });
-    fns.add(fn);
-    allocateBars([fn], pciWindows(64 * MiB));
-    const devices: Device[] = [createConfigMechanism1(ctx, fns, router), createEcam(fns), fn];
-    const bus = new Bus();
-    for (const d of devices) bus.register(d);
-    return { bus, devices, fn, input };
-  };
-  const vcpu = build("vcpu");
-  powerOnMachine({ devices: vcpu.devices });
-  const io = build("io");
-  const bus = vcpu.bus;
-  const cr = (reg: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", ecam(reg), size);
-  const cw = (reg: number, v: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", ecam(reg), size, v);
-  const bar = (i: number) => {
-    const lo = cr(CFG.BAR0 + 4 * i);
-    if (lo & 1) return (lo & ~3) >>> 0;
-    return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
-  };
-  const virtio: Record<number, { bar: number; offset: number }> = {};
-  let msixCap = 0;
-  for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
-    if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
-    if (cr(p, 1) === CAP_ID.VENDOR) virtio[cr(p + 3, 1)] ??= { bar: cr(p + 4, 1), offset: cr(p + 8) };
-  }
-  const at = (t: number) => bar(virtio[t]!.bar) + virtio[t]!.offset;
-  const common = at(CAP_TYPE.COMMON), device = at(CAP_TYPE.DEVICE), notify = at(CAP_TYPE.NOTIFY);
-  const c16 = (off: number) => bus.read("mmio", common + off, 2);
-  const c32 = (off: number) => bus.read("mmio", common + off, 4);
-  const w8 = (off: number, v: number) => bus.write("mmio", common + off, 1, v);
-  const w16 = (off: number, v: number) => bus.write("mmio", common + off, 2, v);
-  const w32 = (off: number, v: number) => bus.write("mmio", common + off, 4, v);
+  const r = virtioPciRig<{ input: InputDevice }>({
+    mem: GuestMemory.fake(128 * MiB), queues: nq, slot: SLOT,
+    build: (inp) => createInput({ ...inp, device: { identity: inputModelIdentity(model), ...extra } }),
+  });
+  const { platform, mem, cr, bus, device } = r;
+  const vcpu = r.vcpu as { fn: VirtioPciFunction; input: InputDevice }, io = r.io as { fn: VirtioPciFunction; input: InputDevice };
   /** The driver's query: write select and subsel, read size and the payload bytes. */
   const query = (select: number, subsel = 0): number[] => {
     bus.write("mmio", device, 1, select);
@@ -93,50 +38,21 @@ function rig(model: InputModel, extra: Partial<InputDeviceOptions> = {}) {
   const cfg32 = (off: number) => bus.read("mmio", device + off, 4) >>> 0;
   const text = (b: number[]) => new TextDecoder().decode(new Uint8Array(b));
 
+  /** Bring-up with VERSION_1 only (the device offers no feature bits of its own). */
   const bringUp = (beforeOk?: () => void) => {
-    w8(COMMON.STATUS, 0);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
-    w32(COMMON.DFSELECT, 1);
-    expect(BigInt(c32(COMMON.DF)) << 32n).toBe(VIRTIO_F.VERSION_1);
-    w32(COMMON.GFSELECT, 0); w32(COMMON.GF, 0);
-    w32(COMMON.GFSELECT, 1); w32(COMMON.GF, 1);
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= nq; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
-    }
-    w16(COMMON.MSIX, 0);
-    const drivers: FakeDriver[] = [];
-    for (let q = 0; q < nq; q++) {
-      w16(COMMON.Q_SELECT, q);
-      const size = c16(COMMON.Q_SIZE);
-      w16(COMMON.Q_MSIX, q + 1);
-      const layout = modernLayout(0x200000 + q * 0x10000, size);
-      drivers.push(new FakeDriver(mem, layout, { base: 0x1000000 + q * 2 * MiB, size: 2 * MiB }, true));
-      w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
-      w32(COMMON.Q_AVAILLO, layout.avail); w32(COMMON.Q_AVAILHI, 0);
-      w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
-      w16(COMMON.Q_ENABLE, 1);
-    }
-    beforeOk?.();
-    w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
-    expect(bus.read("mmio", common + COMMON.STATUS, 1) & VIRTIO_STATUS.DRIVER_OK).toBe(VIRTIO_STATUS.DRIVER_OK);
-    for (const fd of signals.splice(0)) io.fn.pollSources()[fd - 100]!.ready(POLLIN); // DRIVER_OK kicks
-    return drivers;
+    expect(r.features() & ~(VIRTIO_F.INDIRECT_DESC | VIRTIO_F.EVENT_IDX)).toBe(VIRTIO_F.VERSION_1);
+    return r.bringUp(0n, { eventIdx: false, indirect: false, heapSize: 2 * MiB, beforeDriverOk: beforeOk }).drivers;
   };
   /** Notify queue q and run what the I/O Worker runs when its eventfd fires. */
   const kick = (q: number) => {
-    w16(COMMON.Q_SELECT, q);
-    bus.write("mmio", notify + 4 * c16(COMMON.Q_NOFF), 2, q);
-    expect(signals.splice(0)).toEqual([100 + q]);
+    r.w16(COMMON.Q_SELECT, q);
+    bus.write("mmio", r.notify + 4 * r.c16(COMMON.Q_NOFF), 2, q);
+    expect(r.signals.splice(0)).toEqual([100 + q]);
     io.fn.pollSources()[q]!.ready(POLLIN);
   };
   /** The I/O Worker's deadline pass (rescheduled queues). */
   const expire = () => { for (let i = 0; i < 4 && io.fn.deadline() === 0; i++) io.fn.expire(); };
-  const reset = () => w8(COMMON.STATUS, 0);
+  const reset = () => r.w8(COMMON.STATUS, 0);
   return { platform, mem, cr, query, cfg32, text, bringUp, kick, expire, reset, vcpu, io };
 }
 type Rig = ReturnType<typeof rig>;

@@ -49,8 +49,9 @@ export interface PciRigOptions<X> {
 }
 
 export interface BringUpOptions {
-  /** negotiate EVENT_IDX (default true) */
+  /** negotiate EVENT_IDX and INDIRECT_DESC (default true) */
   eventIdx?: boolean;
+  indirect?: boolean;
   /** where queue q's rings go: base + q · ringStride (default 0x200000, 0x10000) */
   base?: number;
   ringStride?: number;
@@ -61,6 +62,10 @@ export interface BringUpOptions {
   queueSize?: number;
   /** called once FEATURES_OK is set, before the queues (e.g. to write device configuration) */
   afterFeatures?: () => void;
+  /** called with the queues set up, before DRIVER_OK */
+  beforeDriverOk?: () => void;
+  /** program and enable MSI-X (default true; false: no vectors, the ISR path) */
+  msix?: boolean;
 }
 
 export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
@@ -98,9 +103,10 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
     return ((lo & ~0xf) >>> 0) + ((lo & 6) === 4 ? cr(CFG.BAR0 + 4 * i + 4) * 2 ** 32 : 0);
   };
   const caps: Record<number, { at: number; bar: number; offset: number }> = {};
-  let msixCap = 0;
+  let msixCap = 0, msiCap = 0;
   for (let p = cr(CFG.CAP_PTR, 1), g = 0; p && g < 48; p = cr(p + 1, 1), g++) {
     if (cr(p, 1) === CAP_ID.MSIX) msixCap = p;
+    if (cr(p, 1) === CAP_ID.MSI) msiCap = p;
     if (cr(p, 1) === CAP_ID.VENDOR) caps[cr(p + 3, 1)] ??= { at: p, bar: cr(p + 4, 1), offset: cr(p + 8) };
   }
   const at = (t: number) => (caps[t] ? bar(caps[t]!.bar) + caps[t]!.offset : 0);
@@ -125,28 +131,31 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
   const serveSignals = () => { for (const fd of signals.splice(0)) sources()[fd - 100]!.ready(POLLIN); };
 
   /**
-   * §3.1.1 bring-up: the offered features masked by `want` (plus VERSION_1, INDIRECT_DESC and, unless
-   * told otherwise, EVENT_IDX), MSI-X on, every queue laid out by a FakeDriver, DRIVER_OK; then the
+   * §3.1.1 bring-up: the offered features masked by `want` (plus VERSION_1 and, unless told otherwise,
+   * INDIRECT_DESC and EVENT_IDX), MSI-X on, every queue laid out by a FakeDriver, DRIVER_OK; then the
    * notifications DRIVER_OK caused are served. Returns one FakeDriver per queue and the features.
    */
   const bringUp = (want: bigint, b: BringUpOptions = {}) => {
     w8(COMMON.STATUS, 0);
     w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER);
     const eventIdx = b.eventIdx ?? true;
-    const f = features() & (want | VIRTIO_F.VERSION_1 | VIRTIO_F.INDIRECT_DESC | (eventIdx ? VIRTIO_F.EVENT_IDX : 0n));
+    const f = features() & (want | VIRTIO_F.VERSION_1 | (b.indirect ?? true ? VIRTIO_F.INDIRECT_DESC : 0n) | (eventIdx ? VIRTIO_F.EVENT_IDX : 0n));
     w32(COMMON.GFSELECT, 0); w32(COMMON.GF, Number(f & 0xffffffffn));
     w32(COMMON.GFSELECT, 1); w32(COMMON.GF, Number(f >> 32n));
     w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK);
     expect(status() & VIRTIO_STATUS.FEATURES_OK).toBe(VIRTIO_STATUS.FEATURES_OK);
     b.afterFeatures?.();
-    const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
-    cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
-    for (let v = 0; v <= o.queues; v++) {
-      bus.write("mmio", table + 16 * v, 4, 0xfee00000);
-      bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
-      bus.write("mmio", table + 16 * v + 12, 4, 0);
+    const msix = b.msix ?? true;
+    if (msix) {
+      const table = bar(cr(msixCap + MSIX.TABLE) & 7) + (cr(msixCap + MSIX.TABLE) & ~7);
+      cw(msixCap + MSIX.CTRL, MSIX.CTRL_ENABLE, 2);
+      for (let v = 0; v <= o.queues; v++) {
+        bus.write("mmio", table + 16 * v, 4, 0xfee00000);
+        bus.write("mmio", table + 16 * v + 8, 4, 0x40 + v);
+        bus.write("mmio", table + 16 * v + 12, 4, 0);
+      }
+      w16(COMMON.MSIX, 0);
     }
-    w16(COMMON.MSIX, 0);
     const drivers: FakeDriver[] = [];
     const base = b.base ?? 0x200000, stride = b.ringStride ?? 0x10000;
     const heapBase = b.heapBase ?? 0x1000000, heapSize = b.heapSize ?? 4 << 20;
@@ -154,7 +163,7 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
       w16(COMMON.Q_SELECT, q);
       if (b.queueSize) w16(COMMON.Q_SIZE, b.queueSize);
       const size = c16(COMMON.Q_SIZE);
-      w16(COMMON.Q_MSIX, q + 1);
+      if (msix) w16(COMMON.Q_MSIX, q + 1);
       const layout = modernLayout(base + q * stride, size);
       drivers.push(new FakeDriver(mem, layout, { base: heapBase + q * heapSize, size: heapSize }, eventIdx));
       w32(COMMON.Q_DESCLO, layout.desc); w32(COMMON.Q_DESCHI, 0);
@@ -162,7 +171,9 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
       w32(COMMON.Q_USEDLO, layout.used); w32(COMMON.Q_USEDHI, 0);
       w16(COMMON.Q_ENABLE, 1);
     }
+    b.beforeDriverOk?.();
     w8(COMMON.STATUS, VIRTIO_STATUS.ACKNOWLEDGE | VIRTIO_STATUS.DRIVER | VIRTIO_STATUS.FEATURES_OK | VIRTIO_STATUS.DRIVER_OK);
+    expect(status() & VIRTIO_STATUS.DRIVER_OK).toBe(VIRTIO_STATUS.DRIVER_OK);
     serveSignals();
     return { drivers, features: f };
   };
@@ -173,7 +184,7 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
     serveSignals();
   };
   return {
-    mem, platform, signals, bus, cr, cw, bar, caps, msixCap, common, device, notify, isr,
+    mem, platform, signals, bus, cr, cw, bar, caps, msixCap, msiCap, common, device, notify, isr,
     c8, c16, c32, w8, w16, w32, features, cfg, cfgWrite, status, configGeneration, sources, serveSignals, bringUp, kick,
     /** what build returned on the vCPU thread and on the I/O Worker */
     vcpu: vcpu.built, io: io.built,

@@ -14,11 +14,10 @@
  * when it moved. The share's root is opened on first Tattach (the path was checked by the config).
  */
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { defineLayout } from "../../devices/state.ts";
 import type { DeviceContext } from "../../devices/device.ts";
-import { attachService, notifyFdsFor } from "../notify.ts";
 import { createVirtioPci, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { NINEP_LIMITS, NinePServer, type NinePLimits } from "../9p/server.ts";
 
 export const VIRTIO_ID_9P = 9;
@@ -100,14 +99,11 @@ export const virtio9p: PciEmulation = {
   doc: "virtio 9P (9P2000.L) file sharing: transitional 1af4:1009; sharename (mount tag), path (host folder), ro; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-9p" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const t = inp.table;
     if (typeof t.sharename !== "string" || typeof t.path !== "string") throw new Error(`${where}: virtio-9p needs sharename and path`);
     return [createNineP({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, t),
+      ...virtioPciInput(inp),
     }, { tag: t.sharename, path: t.path, ro: t.ro === true, log: (m) => inp.ctx.platform.log(`${where}: ${m}`) }).fn];
   },
 };

@@ -30,11 +30,11 @@
  * The device configuration is read-only: CONFIG_WCE is not offered, so writes to it are ignored.
  */
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { hostEngine, type BlockEngine } from "../../block/io.ts";
 import type { BlockDisk } from "../../block/backend.ts";
-import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
+import { notifyKey } from "../notify.ts";
 import { createVirtioPci, type VirtioDeviceModel } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { blkConfig, blkDeviceInfo, blkFeatures, BLK_CONFIG_BYTES, executeRequest, VIRTIO_ID_BLOCK, type BlkDeviceInfo } from "../blk/index.ts";
 import { BlockPool, type BlockPoolInfo } from "../../block/pool.ts";
 import type { PollSource } from "../../devices/device.ts";
@@ -161,18 +161,13 @@ export const virtioBlk: PciEmulation = {
   doc: "virtio block device: transitional 1af4:1001 (modern + legacy), bhyve's block options (path, ro, nocache, direct, sync, sectorsize, nodelete, ser), queues, queue_size; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-blk" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const disk = inp.prepared.disks?.[notifyKey(inp.addr)];
     if (!disk) throw new Error(`${where}: virtio-blk disk was not opened`);
     const t = inp.table;
     const { dev, queueSize } = blkInfoFor(t, disk);
     const poolInfo = (inp.prepared as { blkPools?: Record<string, BlockPoolInfo> } | undefined)?.blkPools?.[notifyKey(inp.addr)];
-    return [createVirtioPci({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, t),
-    }, blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`), pool: poolInfo ? new BlockPool(poolInfo) : undefined,
+    return [createVirtioPci(virtioPciInput(inp), blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`), pool: poolInfo ? new BlockPool(poolInfo) : undefined,
       // a disk that bypasses the page cache (or is a device) starts in the pool: its latency is the device's
       pooled: disk.direct || disk.sync || disk.kind === "blockdev" }))];
   },

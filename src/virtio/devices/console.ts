@@ -46,10 +46,10 @@ import { defineLayout, type StateBlock } from "../../devices/state.ts";
 import type { PciAddress, PciFunctionSpec } from "../../pci/function.ts";
 import type { PirqRouter } from "../../pci/intx.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../../vmm/index.ts";
-import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
+import { notifyKey } from "../notify.ts";
 import { createVirtioPci, VIRTIO_STATUS, type IoEventFdAttach, type VirtioDeviceModel, type VirtioPciFunction, type VirtioTransport } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, segmentViews, writeChain } from "../queue.ts";
 
 export const VIRTIO_ID_CONSOLE = 3;
@@ -537,14 +537,11 @@ export const virtioConsole: PciEmulation = {
   doc: "virtio console: transitional 1af4:1003 (modern + legacy), MULTIPORT, ports 0-14 (port.N.name, port.N.path: a Unix socket tsbhyve listens on, or a chardev); pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-console" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const handles = inp.prepared.consolePorts?.[notifyKey(inp.addr)] ?? [];
     const ports = consolePorts(inp.table).map(([id, p]) => ({ id, name: p.name, handle: handles[id] }));
     return [createConsole({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, inp.table),
+      ...virtioPciInput(inp),
       ports,
       log: (m) => inp.ctx.platform.log(`${where}: ${m}`),
     }).fn];

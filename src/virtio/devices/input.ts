@@ -34,10 +34,10 @@ import { defineLayout, type StateBlock } from "../../devices/state.ts";
 import type { PciAddress, PciFunctionSpec } from "../../pci/function.ts";
 import type { PirqRouter } from "../../pci/intx.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { DISK_OPEN_RDONLY, host, POLLERR, POLLHUP, POLLIN } from "../../vmm/index.ts";
-import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
+import { notifyKey } from "../notify.ts";
 import { createVirtioPci, VIRTIO_STATUS, type IoEventFdAttach, type VirtioDeviceModel, type VirtioPciFunction, type VirtioTransport } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, writeChain } from "../queue.ts";
 
 export const VIRTIO_ID_INPUT = 18;
@@ -470,17 +470,14 @@ export const virtioInput: PciEmulation = {
   doc: "virtio input device: modern 1af4:1052; path = a host /dev/input/eventN (identity mirrored, events forwarded, LEDs written back) or model = keyboard | tablet (built-in, events injected by tsbhyve); name, serial; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-input" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const t = inp.table as Record<string, unknown>;
     const h = (inp.prepared as InputPrepared).inputs?.[notifyKey(inp.addr)];
     const identity = h ? { ...h.identity } : inputModelIdentity((t.model as InputModel | undefined) ?? "keyboard", t.name as string | undefined, t.serial as string | undefined);
     if (h && typeof t.name === "string") identity.name = t.name;
     if (h && typeof t.serial === "string") identity.serial = t.serial;
     return [createInput({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, inp.table),
+      ...virtioPciInput(inp),
       device: { identity, host: h ? { fd: h.fd, writable: h.writable } : undefined, hello: t.hello === true },
       log: (m) => inp.ctx.platform.log(`${where}: ${m}`),
     }).fn];

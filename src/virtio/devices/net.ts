@@ -25,10 +25,10 @@
 import type { AccessSize, DeviceContext, PollSource } from "../../devices/device.ts";
 import { defineLayout, type StateBlock } from "../../devices/state.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { host, netHost, POLLERR, POLLHUP, POLLIN, POLLOUT } from "../../vmm/index.ts";
-import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
+import { notifyKey } from "../notify.ts";
 import { createVirtioPci, VIRTIO_STATUS, type VirtioDeviceModel, type VirtioPciInput, type VirtioPciFunction, type VirtioTransport } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import {
   clearRxPool, NET_CONFIG_BYTES, NET_DEFAULT_QUEUE_SIZE, netConfig, RX_POOL_FIELDS, netFeatures, netHdrLen, receiveFrames, tapOffloads, transmitFrames, VIRTIO_ID_NET,
   type FrameIo, type NetCounters, type NetDeviceInfo,
@@ -233,14 +233,11 @@ export const virtioNet: PciEmulation = {
   doc: "virtio network device: transitional 1af4:1000 (modern + legacy), Linux tap backend (backend = tapN, created if missing), mac, mtu, queue_size; mergeable buffers, checksum/TSO/UFO offloads; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-net" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const dev = inp.prepared.nets?.[notifyKey(inp.addr)];
     if (!dev) throw new Error(`${where}: virtio-net backend was not opened`);
     return [createNet({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, inp.table),
+      ...virtioPciInput(inp),
       dev,
       log: (m) => inp.ctx.platform.log(`${where}: ${m}`),
     }).fn];

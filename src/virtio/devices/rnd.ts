@@ -8,9 +8,8 @@
  * cannot monopolise the I/O Worker.
  */
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
-import { attachService, notifyFdsFor } from "../notify.ts";
 import { createVirtioPci, type VirtioDeviceModel } from "../pci.ts";
+import { virtioPciInput } from "../emulation.ts";
 import { segmentViews } from "../queue.ts";
 
 export const VIRTIO_ID_ENTROPY = 4;
@@ -53,13 +52,5 @@ export function rndModel(): VirtioDeviceModel {
 export const virtioRnd: PciEmulation = {
   doc: "virtio entropy device: transitional 1af4:1005 (modern + legacy), one queue filled from the host CSPRNG; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-rnd" }],
-  create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
-    return [createVirtioPci({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, inp.table),
-    }, rndModel())];
-  },
+  create: (inp) => [createVirtioPci(virtioPciInput(inp), rndModel())],
 };

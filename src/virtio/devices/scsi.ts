@@ -21,10 +21,10 @@ import { defineLayout, type StateBlock } from "../../devices/state.ts";
 import { hostEngine, type BlockEngine } from "../../block/io.ts";
 import type { BlockDisk } from "../../block/backend.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
-import { pciregOverrides } from "../../pci/pcireg.ts";
 import { scsiLun, scsiTarget } from "../../scsi/lun.ts";
-import { attachService, notifyFdsFor, notifyKey } from "../notify.ts";
+import { notifyKey } from "../notify.ts";
 import { createVirtioPci, type VirtioDeviceModel } from "../pci.ts";
+import { pciWhere, virtioPciInput } from "../emulation.ts";
 import {
   CDB_DEFAULT, CDB_MAX, CDB_MIN, executeCommand, executeControl, SCSI_CFG, SCSI_CONFIG_BYTES, SCSI_Q, scsiConfig, scsiDeviceInfo,
   SENSE_DEFAULT, SENSE_MAX, SENSE_MIN, VIRTIO_ID_SCSI, type ScsiDeviceInfo,
@@ -117,7 +117,7 @@ export const virtioScsi: PciEmulation = {
   doc: "virtio SCSI adapter: transitional 1af4:1004, target 0 with disk-image LUNs (path = LUN 0, lun.N.path; block options ro, nocache, direct, sync, sectorsize, nodelete, ser), queues, queue_size; pcireg.* overrides",
   describe: (addr) => [{ addr, intPin: 1, model: "virtio-scsi" }],
   create(inp) {
-    const where = `pci.${inp.addr.bus}.${inp.addr.slot}.${inp.addr.fn}`;
+    const where = pciWhere(inp);
     const luns: ScsiLunDisk[] | undefined = inp.prepared.scsiLuns?.[notifyKey(inp.addr)];
     if (!luns?.length) throw new Error(`${where}: virtio-scsi disks were not opened`);
     const t = inp.table;
@@ -127,11 +127,6 @@ export const virtioScsi: PciEmulation = {
     });
     const log = (m: string) => inp.ctx.platform.log(`${where}: ${m}`);
     const model = scsiModel(inp.ctx, dev, { log });
-    return [createVirtioPci({
-      ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router,
-      notifyFds: notifyFdsFor(inp.prepared, inp.addr),
-      attach: attachService(inp.ctx),
-      overrides: pciregOverrides(where, t),
-    }, model)];
+    return [createVirtioPci(virtioPciInput(inp), model)];
   },
 };
