@@ -14,7 +14,7 @@
  *   sub    Int32[slots]        submission ring of slot numbers (single producer, many consumers)
  *   meta   Int32[slots * META] per slot: STATE (FREE/SUBMITTED/TAKEN/DONE), QUEUE, HEAD, NREAD, NWRITE,
  *                              USED, TYPE, STATUS, ERROR (1: the executor reported an error), EPOCH,
- *                              US (service time in µs, for the device's inline-or-pool choice)
+ *                              US (the request's service time in µs, reported to the reaper)
  *   segs   Float64[slots * maxSegs * 2]  the chain's readable then writable segments (gpa, len)
  *
  * Producer (the I/O Worker, under the device lock): `acquire()` a FREE slot, fill it, `submit()`:

@@ -177,8 +177,8 @@ export const VIRTIO_BLK_OPTIONS: readonly KeyDef[] = [
   { key: "ser", type: "string", pattern: /^[\x20-\x7e]{0,20}$/, patternDoc: "a serial of at most 20 printable ASCII characters",
     doc: "serial number (GET_ID; default BHYVE-XXXX-XXXX-XXXX from the path's MD5)" },
   { key: "queues", type: "int", default: 1, min: 1, max: 16, doc: "request queues (VIRTIO_BLK_F_MQ), 1-16" },
-  { key: "iothreads", type: "int", default: 8, min: 0, max: 64,
-    doc: "block Workers running this disk's requests in parallel (bhyve: 8); 0 = run them on the I/O Worker" },
+  { key: "iothreads", type: "int", min: 0, max: 64,
+    doc: "block Workers running this disk's requests in parallel (bhyve: 8); 0 = on the I/O Worker; default 8 for nocache/direct/sync files and block devices, 0 for page-cache files" },
   { key: "queue_size", type: "int", default: 256, min: 4, max: 32768, check: (v) => isPow2(v as number) ? undefined : `expected a power of two 4-32768, got ${show(v)}`,
     doc: "descriptors per queue, a power of two 4-32768" },
 ];

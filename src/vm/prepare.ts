@@ -122,17 +122,24 @@ function openConsoles(cfg: VmConfig, p: Prepared): void {
 
 /**
  * virtio-blk disks with `iothreads` > 0 get a block Worker pool (src/block/pool.ts): its shared ring and
- * completion eventfd are made here, the Workers started by runVm. O_DIRECT disks with sub-block sectors
- * (read-modify-write) keep running inline, one request at a time.
+ * completion eventfd are made here, the Workers started by runVm. Without `iothreads`, disks that wait on
+ * a device (O_DIRECT or O_SYNC files, block devices) get bhyve's 8 and page-cache files none (see
+ * src/virtio/devices/blk.ts). O_DIRECT disks with sub-block sectors (read-modify-write) keep running
+ * inline, one request at a time.
  */
 function makeBlkPools(cfg: VmConfig, p: Prepared): void {
   for (const [key, t] of Object.entries(cfg.pci)) {
     const disk = p.disks[key];
     if (t.device !== "virtio-blk" || !disk) continue;
-    const threads = typeof t.iothreads === "number" ? t.iothreads : 8;
+    const threads = typeof t.iothreads === "number" ? t.iothreads : defaultIothreads(disk);
     if (threads < 1 || needsRmw(disk)) continue;
     (p.blkPools ??= {})[key] = makePoolInfo(threads, host.eventfd());
   }
+}
+
+/** Block Workers of a disk without `iothreads`: bhyve's 8 when requests wait on a device, else none. */
+export function defaultIothreads(disk: BlockDisk): number {
+  return disk.direct || disk.sync || disk.kind === "blockdev" ? 8 : 0;
 }
 
 /** Open every virtio-blk disk into `out` (so release() closes what was opened if a later one fails); warnings go to stderr once. */

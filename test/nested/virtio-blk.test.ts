@@ -2,7 +2,7 @@
  * Tier 3, virtio-blk (and virtio-rnd, sharing the boot): Debian's kernel with its own virtio_pci, virtio_blk and ext4 drivers under
  * dist/tsbhyve in the nested harness, on two disk images built here with e2fsprogs (`mkfs.ext4 -d`, no
  * mount needed):
- * - pci 0:4.0, disk.img (64 MiB, read-write): mounted, a known file's sha256 checked, a new file written,
+ * - pci 0:4.0, disk.img (64 MiB, read-write, iothreads = 4: its requests run on a pool of block Workers): mounted, a known file's sha256 checked, a new file written,
  *   synced, unmounted; then 16 MiB written, deleted, and `fstrim` run (discard → punch holes in the
  *   image). After the run the host reads the new file back with `debugfs -R "cat /newfile"` and the job
  *   compares the image's allocated blocks before and after (the 16 MiB must not stay allocated).
@@ -126,7 +126,7 @@ test(
       });
       const toml = `name = "virtio-blk"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
         `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
-        `[pci.0.4.0]\ndevice = "virtio-blk"\npath = "/dev/shm/disk.img"\nser = "TSB-DISK-A"\n` +
+        `[pci.0.4.0]\ndevice = "virtio-blk"\npath = "/dev/shm/disk.img"\nser = "TSB-DISK-A"\niothreads = 4\n` +
         `[pci.0.5.0]\ndevice = "virtio-blk"\npath = "/dev/shm/ro.img"\nro = true\n` +
         `[pci.0.6.0]\ndevice = "virtio-rnd"\n`;
       const r = await runNested({

@@ -3,8 +3,7 @@
  * file and guest memory on host mappings: hundreds of reads and writes submitted from this thread, run in
  * parallel by the pool, reaped through the completion eventfd, checked byte for byte against the file;
  * the slot limit holds; chains too long for a slot are refused (they run inline); a reset's epoch drops
- * old completions; the pool stops promptly. And the device's choice between running a request inline
- * and handing it to the pool, driven by service times.
+ * old completions; the pool stops promptly. And which disks get a pool by default.
  */
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -19,6 +18,8 @@ import { StateArena } from "../../src/devices/state.ts";
 import { powerOnMachine } from "../../src/vm/machine.ts";
 import { blkDeviceInfo } from "../../src/virtio/blk/index.ts";
 import { blkModel } from "../../src/virtio/devices/blk.ts";
+import { defaultIothreads, prepare, release } from "../../src/vm/prepare.ts";
+import { loadConfigText } from "../../src/config/load.ts";
 import { createVirtioPci, MODERN } from "../../src/virtio/pci.ts";
 import { bringUp } from "./virtio-fuzz-rig.ts";
 import { GuestMemory, region } from "../../src/mem/guest-memory.ts";
@@ -148,63 +149,45 @@ test("bad requests come back with their status; chains longer than a slot are re
   await r.cleanup();
 });
 
-test("virtio-blk runs fast requests inline and slow ones through the pool, and comes back when they are fast again", () => {
-  // the real device model and transport on fake memory; the pool is a stand-in that records submissions
-  // and completes them when told, with a service time we choose
-  const path = join(dir, "mode.img");
+test("virtio-blk's default pool: bhyve's 8 Workers for disks that wait on a device, none for page-cache files; iothreads overrides; the model submits every request to a pool it has", () => {
+  const path = join(dir, "default.img");
   writeFileSync(path, new Uint8Array(1 << 20));
+  const cached = openBlock({ path }), direct = openBlock({ path, nocache: true }), sync = openBlock({ path, sync: true });
+  expect(defaultIothreads(cached)).toBe(0);
+  expect(defaultIothreads(direct)).toBe(8);
+  expect(defaultIothreads(sync)).toBe(8);
+  for (const d of [cached, direct, sync]) closeBlock(d);
+  // through prepare(): the pools it makes
+  const cfgFor = (extra: string) => loadConfigText(`name = "p"\n[memory]\nsize = "64M"\n[lpc]\nbootrom = "${path}"\n` +
+    `[pci.0.4.0]\ndevice = "virtio-blk"\npath = "${path}"\n${extra}`, join(dir, "p.toml"));
+  const pools = (extra: string) => {
+    const p = prepare(cfgFor(extra));
+    try { return Object.values(p.blkPools ?? {}).map((x) => x.threads); } finally { release(p); }
+  };
+  expect(pools("")).toEqual([]);
+  expect(pools("nocache = true\n")).toEqual([8]);
+  expect(pools("iothreads = 3\n")).toEqual([3]);
+  expect(pools("sync = true\niothreads = 0\n")).toEqual([]);
+
+  // the model: with a pool, every request goes there (a stand-in records them)
   const disk = openBlock({ path });
-  // a fake clock that the "disk" advances by its service time: deterministic under any load
-  let delayUs = 0, clockMs = 0;
-  const engine = { ...viewCopyEngine, read: (d: never, m: never, s: never, o: number) => { clockMs += delayUs / 1000; return viewCopyEngine.read(d, m, s, o); } };
   const submitted: PoolRequest[] = [];
-  const done: { queue: number; head: number; used: number; us: number }[] = [];
   const fake = {
     fd: 77, inFlight: () => submitted.length, full: () => submitted.length >= 16,
-    submit: (r: PoolRequest) => { submitted.push(r); return true; },
-    reap: (cb: (q: number, h: number, u: number, us: number) => void) => { const n = done.length; for (const d of done.splice(0)) cb(d.queue, d.head, d.used, d.us); return n; },
-    newEpoch: () => {},
+    submit: (r: PoolRequest) => { submitted.push(r); return true; }, reap: () => 0, newEpoch: () => {},
   } as unknown as BlockPool;
   const mem = GuestMemory.fake(16 << 20);
   const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(1 << 20)), platform: { irqLine() {}, msi() {}, requestExit() {}, wakeIo() {}, log() {} }, role: "io" };
   const fn = createVirtioPci({ ctx, addr: { bus: 0, slot: 4, fn: 0 }, gen: sharedMapGeneration(ctx.arena), eventfd: { signal() {}, drain() {} } },
-    blkModel(blkDeviceInfo(disk, { queueSize: 64 }), { queueSize: 64, engine, pool: fake, drain: () => {}, now: () => clockMs }));
+    blkModel(blkDeviceInfo(disk, { queueSize: 64 }), { queueSize: 64, engine: viewCopyEngine, pool: fake, drain: () => {} }));
   powerOnMachine({ devices: [fn] });
   const d = bringUp(fn.transport, mem, () => true, { ringBase: 0, ringBytes: 1 << 20, maxQueueSize: 64, heap: { base: 2 << 20, size: 8 << 20 } })!.drivers[0]!;
-  const hdr = (sector: number) => { const b = new Uint8Array(16), v = new DataView(b.buffer); v.setUint32(0, BLK_T.IN, true); v.setBigUint64(8, BigInt(sector), true); return b; };
-  /** one read request; true if it ran inline (came back at once), false if it went to the pool */
-  const one = (): boolean => {
-    const before = submitted.length;
-    d.add([{ len: 16, data: hdr(0) }, { len: 4096, write: true }, { len: 1, write: true }]);
-    d.publish();
-    fn.transport.modernWrite(MODERN.NOTIFY, 2, 0);
-    fn.expire();
-    const inline = submitted.length === before;
-    d.collect();
-    return inline;
-  };
-  const completeAll = (us: number) => {
-    for (const r of submitted.splice(0)) done.push({ queue: r.queue, head: r.head, used: 4097, us });
-    fn.pollSources().at(-1)!.ready(POLLIN);
-    return d.collect().length;
-  };
-  // page-cache speed: inline
-  for (let i = 0; i < 20; i++) expect(one()).toBe(true);
-  // the disk turns slow (600 µs a request): after a few slow inline requests they go to the pool
-  delayUs = 600;
-  let inlineSlow = 0;
-  while (one()) { inlineSlow++; if (inlineSlow > 20) break; }
-  expect(inlineSlow).toBeGreaterThan(0);
-  expect(inlineSlow).toBeLessThan(10);
-  expect(submitted.length).toBe(1);
-  // the pool reports slow service: requests keep going there
-  expect(completeAll(800)).toBe(1);
-  for (let i = 0; i < 5; i++) { expect(one()).toBe(false); expect(completeAll(800)).toBe(1); }
-  // fast again: once the average drops, back to inline
-  delayUs = 0;
-  let pooledFast = 0;
-  while (!one()) { pooledFast++; completeAll(5); if (pooledFast > 40) break; }
-  expect(pooledFast).toBeGreaterThan(0);
-  expect(pooledFast).toBeLessThan(40);
+  const hdr = new Uint8Array(16);
+  for (let i = 0; i < 20; i++) d.add([{ len: 16, data: hdr }, { len: 4096, write: true }, { len: 1, write: true }]);
+  d.publish();
+  fn.transport.modernWrite(MODERN.NOTIFY, 2, 0);
+  fn.expire();
+  expect(submitted.length).toBe(16); // the slot limit: the rest wait on the ring
+  expect(d.collect().length).toBe(0);
   closeBlock(disk);
 });

@@ -95,7 +95,7 @@ describe("commands and precedence", () => {
   test("-s virtio-blk: first bare token is the path (cwd-relative), bare options are true", () => {
     const disk = touch("disk.img", 1 * MiB);
     const c = run(GUEST, "-s", "4,virtio-blk,disk.img,ro,sectorsize=512/4096,ser=ABC,queues=2").config!;
-    expect(c.pci["0.4.0"]).toEqual({ device: "virtio-blk", path: disk, ro: true, sectorsize: "512/4096", ser: "ABC", queues: 2, iothreads: 8, queue_size: 256 });
+    expect(c.pci["0.4.0"]).toEqual({ device: "virtio-blk", path: disk, ro: true, sectorsize: "512/4096", ser: "ABC", queues: 2, queue_size: 256 });
     const e = fails([GUEST, "-s", "4,virtio-blk,nope.img,nocache=maybe,bogus=1"]);
     expect(e).toBeInstanceOf(ConfigError);
     expect(e.message.split("\n")).toEqual([

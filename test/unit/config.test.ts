@@ -239,7 +239,7 @@ describe("pci", () => {
     file("disk.img", 1 * MiB);
     const c = withRom(`[pci.0.4.0]\ndevice = "virtio-blk"\npath = "disk.img"\nro = "on"\nnocache = false\nsectorsize = 4096\nser = "S1"\nnodelete = true\nbootindex = 1\nqueue_size = 128\n`);
     expect(c.pci["0.4.0"]).toEqual({ device: "virtio-blk", path: join(dir, "disk.img"), ro: true, nocache: false, sectorsize: "4096", ser: "S1",
-      nodelete: true, bootindex: 1, queues: 1, iothreads: 8, queue_size: 128 });
+      nodelete: true, bootindex: 1, queues: 1, queue_size: 128 });
   });
   test("virtio-blk: errors with file:line", () => {
     file("disk2.img", 4096);

@@ -11,21 +11,20 @@
  * (`status: null`), so the driver gets its descriptors back. The transport then decides on the
  * interrupt (EVENT_IDX's used_event, or VIRTQ_AVAIL_F_NO_INTERRUPT) once per run.
  *
- * Threads: with a pool (`iothreads` > 0, the default 8 as in bhyve; src/block/pool.ts) the disk has
- * block Workers (src/virtio/blk/pool-worker.ts) that run `executeRequest` in parallel; their completion
- * eventfd is one of this model's poll sources: the I/O Worker reaps finished slots, pushes them on their
- * queues, pops more while slots are free, and lets the transport decide on the interrupt. When every slot
- * is busy the remaining chains stay on the available ring (notifications stay off) until a completion
- * frees one. A device reset bumps the pool's epoch, so requests still running complete into nothing.
+ * Threads: with a pool (src/block/pool.ts) the disk has block Workers (src/virtio/blk/pool-worker.ts)
+ * that run `executeRequest` in parallel; their completion eventfd is one of this model's poll sources:
+ * the I/O Worker reaps finished slots, pushes them on their queues, pops more while slots are free, and
+ * lets the transport decide on the interrupt. When every slot is busy the remaining chains stay on the
+ * available ring (notifications stay off) until a completion frees one. A device reset bumps the pool's
+ * epoch, so requests still running complete into nothing.
  *
- * Inline or pool, per request: handing a request to another thread costs two wake-ups, which is more
- * than a page-cache hit takes (measured in the nested benchmark: 4 KiB random reads at queue depth 8
- * ran at a third of the inline rate through the pool). So the device keeps a moving average of service
- * times and runs requests inline on the I/O Worker while they are fast, and through the pool once they
- * are slow (real device latency: O_DIRECT, cache misses, network storage), where parallel requests pay
- * off and a slow disk must not hold up the I/O Worker; it returns to inline when the pool's requests are
- * fast again (hysteresis between INLINE_BELOW_US and POOL_ABOVE_US). Without a pool (`iothreads = 0`, or
- * O_DIRECT with sub-block sectors, whose read-modify-write must not overlap) requests always run inline.
+ * Which disks get a pool (`iothreads`; src/vm/prepare.ts): by default those whose requests wait on a
+ * device — O_DIRECT or O_SYNC files and block devices — get bhyve's 8 Workers, where parallel requests
+ * pay off and a slow disk must not hold up the I/O Worker; a file served from the page cache runs its
+ * requests inline on the I/O Worker, because handing a request to another thread costs two wake-ups,
+ * more than a page-cache hit (measured in the nested benchmark: 4 KiB random reads at queue depth 8 ran
+ * at 0.35–0.45 of the inline rate through the pool). `iothreads = N` sets it either way. O_DIRECT disks
+ * with sub-block sectors (read-modify-write must not overlap) always run inline.
  *
  * The device configuration is read-only: CONFIG_WCE is not offered, so writes to it are ignored.
  */
@@ -44,8 +43,6 @@ import type { VirtioTransport } from "../pci.ts";
 export const BLK_DEFAULT_QUEUE_SIZE = 256;
 /** Chains one run handles before it reschedules itself (so one busy queue cannot starve the I/O Worker). */
 const BUDGET = 128;
-/** Service-time thresholds (µs, moving average) for switching to the pool and back to inline. */
-export const POOL_ABOVE_US = 150, INLINE_BELOW_US = 50;
 /** Request errors logged in full; after that, one line per LOG_EVERY. */
 const LOG_FIRST = 10, LOG_EVERY = 1000;
 
@@ -59,10 +56,6 @@ export interface BlkModelOptions {
   pool?: BlockPool;
   /** eventfd drain (default: the shim's) */
   drain?: (fd: number) => void;
-  /** start with requests going to the pool (tests; normally the service times decide) */
-  pooled?: boolean;
-  /** clock in ms for service times (default performance.now) */
-  now?: () => number;
 }
 
 export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDeviceModel {
@@ -75,14 +68,6 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
   const drain = o.drain ?? ((fd: number) => { host.drain(fd); });
   /** the transport, known from the first processQueue (always on the I/O Worker, before any completion) */
   let tr: VirtioTransport | undefined;
-  /** moving average of request service times (µs) and whether requests currently go to the pool (I/O Worker only) */
-  let avgUs = o.pooled ? POOL_ABOVE_US : 0, pooled = !!o.pooled;
-  const now = o.now ?? (() => performance.now());
-  const observe = (us: number) => {
-    avgUs += (us - avgUs) / 8;
-    if (!pooled && avgUs > POOL_ABOVE_US) pooled = true;
-    else if (pooled && avgUs < INLINE_BELOW_US) pooled = false;
-  };
   const logError = (msg: string) => {
     errors++;
     if (errors <= LOG_FIRST || errors % LOG_EVERY === 0) o.log?.(`${msg}${errors >= LOG_FIRST ? ` (${errors} errors so far; logging every ${LOG_EVERY}th)` : ""}`);
@@ -110,11 +95,8 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
           if (vq.enableNotify()) continue; // more arrived while notifications were off
           return;
         }
-        // pooled while requests are slow, and while earlier ones are still in the pool
-        if ((pooled || pool?.inFlight()) && pool?.submit({ queue: q, head: c.head, readable: c.readable, writable: c.writable })) continue;
-        const t0 = now();
-        const res = executeRequest(dev, t.mem, c, engine);
-        if (pool) observe((now() - t0) * 1000);
+        if (pool?.submit({ queue: q, head: c.head, readable: c.readable, writable: c.writable })) continue;
+        const res = executeRequest(dev, t.mem, c, engine); // no pool, or a chain too long for a slot
         if (res.error) logError(`virtio-blk ${dev.disk.path}: queue ${q}: request type ${res.type}: ${res.error}`);
         vq.push(c.head, res.used);
         if (++done >= BUDGET) { vq.enableNotify(); t.reschedule(q); return; }
@@ -136,8 +118,7 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
     lock.acquire();
     try {
       let touched = 0;
-      pool.reap((q, head, used, us) => {
-        observe(us);
+      pool.reap((q, head, used) => {
         const vq = t.queues[q];
         if (!vq?.ready) return;
         vq.push(head, used);
@@ -167,8 +148,6 @@ export const virtioBlk: PciEmulation = {
     const t = inp.table;
     const { dev, queueSize } = blkInfoFor(t, disk);
     const poolInfo = (inp.prepared as { blkPools?: Record<string, BlockPoolInfo> } | undefined)?.blkPools?.[notifyKey(inp.addr)];
-    return [createVirtioPci(virtioPciInput(inp), blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`), pool: poolInfo ? new BlockPool(poolInfo) : undefined,
-      // a disk that bypasses the page cache (or is a device) starts in the pool: its latency is the device's
-      pooled: disk.direct || disk.sync || disk.kind === "blockdev" }))];
+    return [createVirtioPci(virtioPciInput(inp), blkModel(dev, { queueSize, log: (m) => inp.ctx.platform.log(`${where}: ${m}`), pool: poolInfo ? new BlockPool(poolInfo) : undefined }))];
   },
 };
