@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hostBinaryFiles, prepareGuest } from "../../src/guest/index.ts";
 import { describeResult, requireQemu, runNested } from "../../test/harness/nested.ts";
+import { l2Init } from "../../test/harness/l2.ts";
 
 const RUNS = Number(process.env.BENCH_VIRTIO_RUNS ?? 2);
 const SECS = Number(process.env.BENCH_VIRTIO_SECS ?? 4);
@@ -33,22 +34,14 @@ const BLK_RUNS: [string, string][] = [
   ["randread-qd1", "randread 4096 1"],
 ];
 
-const L2_INIT = `#!/bin/sh
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-/sbin/tsb-load-modules
-echo "TSB-GUEST-UP $(cut -d' ' -f1 /proc/uptime)"
+const L2_INIT = l2Init(`
 i=0; while { [ ! -b /dev/vda ] || [ ! -e /sys/class/net/eth0 ]; } && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 ip link set lo up; ip addr add 10.77.0.2/24 dev eth0; ip link set eth0 up
 ${BLK_RUNS.map(([k, a]) => `echo "BENCH-BLK ${k} $(/bin/blkbench /dev/vda ${a} ${SECS} 2>&1)"`).join("\n")}
 i=0; while ! ping -c 1 -W 1 10.77.0.1 >/dev/null 2>&1 && [ $i -lt 20 ]; do i=$((i + 1)); done
 echo "BENCH-NET tx $(iperf3 -c 10.77.0.1 -t ${SECS} -f m 2>&1 | grep -E 'sender$' | tail -1)"
 echo "BENCH-NET rx $(iperf3 -c 10.77.0.1 -t ${SECS} -f m -R 2>&1 | grep -E 'receiver$' | tail -1)"
-echo "TSB-L2-DONE"
-poweroff -f
-`;
+`);
 
 const job = (g: { bzImage: string; initrd: string }) => `
 set -u

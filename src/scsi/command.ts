@@ -8,7 +8,7 @@
 import type { BlockEngine } from "../block/io.ts";
 import type { GuestMemory } from "../mem/guest-memory.ts";
 import type { ScsiLun, ScsiTarget } from "./lun.ts";
-import { gather, scatter, segBytes, type Seg } from "./segments.ts";
+import { gather, scatter, segBytes, type Seg } from "../block/segments.ts";
 
 /** The CDB needs more data than the buffers hold (virtio-scsi: VIRTIO_SCSI_S_OVERRUN). */
 export class Overrun extends Error {}

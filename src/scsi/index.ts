@@ -2,7 +2,7 @@
 export * from "./constants.ts";
 export * from "./sense.ts";
 export * from "./lun.ts";
-export * from "./segments.ts";
+export * from "../block/segments.ts";
 export { CDB_TABLE, lookup, type CdbDef, type Direction } from "./cdb.ts";
 export { VPD_PAGES } from "./inquiry.ts";
 export { MODE_PAGES } from "./mode.ts";

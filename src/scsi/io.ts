@@ -14,7 +14,7 @@
 import { OP, SENSE } from "./constants.ts";
 import { be16, be32, be64, Overrun, params, type Cmd } from "./command.ts";
 import type { ScsiLun } from "./lun.ts";
-import { segBytes, takeSegs, type Seg } from "./segments.ts";
+import { segBytes, takeSegs, type Seg } from "../block/segments.ts";
 import { badCdb, badParam, ScsiError } from "./sense.ts";
 
 /** Where the LBA and length fields are: [lba offset, lba bytes, length offset, length bytes]. */

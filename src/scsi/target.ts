@@ -17,7 +17,7 @@ import { lookup } from "./cdb.ts";
 import { Overrun, type Cmd } from "./command.ts";
 import { SENSE, STATUS } from "./constants.ts";
 import { findLun, type ScsiTarget } from "./lun.ts";
-import type { Seg } from "./segments.ts";
+import type { Seg } from "../block/segments.ts";
 import { badCdb, fixedSense, ScsiError } from "./sense.ts";
 
 export interface ScsiRequest {

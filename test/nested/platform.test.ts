@@ -7,18 +7,11 @@
 import { expect, test } from "bun:test";
 import { prepareGuest } from "../../src/guest/index.ts";
 import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
+import { L2_PRELUDE } from "../harness/l2.ts";
 
 const UUID = "5f3c2a10-1b2c-4d5e-8f90-a1b2c3d4e5f6";
 
-const L2_INIT = `#!/bin/sh
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-/sbin/tsb-load-modules
-echo "TSB-GUEST-UP $(cut -d' ' -f1 /proc/uptime)"
-r() { n=$1; s=$2; shift 2; echo "TSB-L2 $n $s $*"; }
-has() { case "$2" in *"$3"*) r "$1" pass "$2" ;; *) r "$1" fail "got=[$2] want=[$3]" ;; esac; }
+const L2_INIT = `${L2_PRELUDE}has() { case "$2" in *"$3"*) r "$1" pass "$2" ;; *) r "$1" fail "got=[$2] want=[$3]" ;; esac; }
 eq() { if [ "$2" = "$3" ]; then r "$1" pass "$2"; else r "$1" fail "got=[$2] want=[$3]"; fi; }
 pci() { d=/sys/bus/pci/devices/$1; [ -d $d ] && echo "$(cat $d/class) $(cat $d/vendor):$(cat $d/device)"; }
 for d in /sys/bus/pci/devices/*; do [ -e "$d" ] && echo "TSB-L2-PCI $(basename $d) $(pci $(basename $d))"; done

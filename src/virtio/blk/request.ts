@@ -26,6 +26,7 @@
  */
 import { SECTOR } from "../../block/backend.ts";
 import { hostEngine, type BlockEngine, type Seg } from "../../block/io.ts";
+import { gather, scatter, segBytes, segsOk, skipSegs, trimSegs } from "../../block/segments.ts";
 import type { GuestMemory } from "../../mem/guest-memory.ts";
 import { BLK_DWZ_BYTES, BLK_DWZ_F_UNMAP, BLK_HDR_BYTES, BLK_ID_BYTES, BLK_S, BLK_T, type BlkDeviceInfo } from "./device.ts";
 
@@ -48,73 +49,7 @@ export interface BlkResult {
   error?: string;
 }
 
-const total = (segs: readonly Seg[]) => segs.reduce((a, s) => a + s.len, 0);
-
-/** True if the segment lies in guest memory (RAM only if `ram`), across adjacent regions if need be. */
-function segOk(mem: GuestMemory, s: Seg, ram: boolean): boolean {
-  if (!Number.isSafeInteger(s.len) || s.len < 0) return false;
-  if (s.len === 0) return true;
-  if (!Number.isSafeInteger(s.gpa) || s.gpa < 0) return false;
-  let gpa = s.gpa, left = s.len;
-  while (left > 0) {
-    if (!mem.valid(gpa, 1)) return false;
-    const r = mem.find(gpa, 1);
-    if (ram && r.kind !== "ram") return false;
-    const n = Math.min(left, r.gpa + r.size - gpa);
-    gpa += n;
-    left -= n;
-  }
-  return true;
-}
-
-/** The segments after the first `n` bytes. */
-function skip(segs: readonly Seg[], n: number): Seg[] {
-  if (segs.length && segs[0]!.len === n) return segs.slice(1); // the usual case: a header descriptor of its own
-  const out: Seg[] = [];
-  for (const s of segs) {
-    if (n >= s.len) { n -= s.len; continue; }
-    out.push(n ? { gpa: s.gpa + n, len: s.len - n } : s);
-    n = 0;
-  }
-  return out;
-}
-
-/** The segments without their last `n` bytes. */
-function trimEnd(segs: readonly Seg[], n: number): Seg[] {
-  if (segs.length && segs[segs.length - 1]!.len === n) return segs.slice(0, -1); // the usual case: a status descriptor of its own
-  const out = segs.slice();
-  for (let i = out.length - 1; i >= 0 && n > 0; i--) {
-    const s = out[i]!;
-    const k = Math.min(n, s.len);
-    out[i] = { gpa: s.gpa, len: s.len - k };
-    n -= k;
-  }
-  return out.filter((s) => s.len > 0);
-}
-
-/** Copy the first `n` bytes of segments (n <= their total). */
-function gather(mem: GuestMemory, segs: readonly Seg[], n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let done = 0;
-  for (const s of segs) {
-    if (done >= n) break;
-    const k = Math.min(n - done, s.len);
-    if (k > 0) out.set(mem.readBytes(s.gpa, k), done);
-    done += k;
-  }
-  return out;
-}
-
-/** Copy bytes into segments (as many as fit). */
-function scatter(mem: GuestMemory, segs: readonly Seg[], data: Uint8Array): void {
-  let done = 0;
-  for (const s of segs) {
-    if (done >= data.length) break;
-    const k = Math.min(data.length - done, s.len);
-    if (k > 0) mem.writeBytes(s.gpa, data.subarray(done, done + k));
-    done += k;
-  }
-}
+const segOk = (mem: GuestMemory, s: Seg, ram: boolean): boolean => segsOk(mem, [s], ram);
 
 /** Execute one request. Never throws; safe on any thread. */
 export function executeRequest(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEngine = hostEngine): BlkResult {
@@ -147,7 +82,7 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
   // after the status byte only empty buffers may follow
   for (let i = nw; i < chain.writable.length; i++) if (chain.writable[i]!.len !== 0) return fail(-1, `bad writable buffer length ${chain.writable[i]!.len}`);
 
-  if (total(chain.readable) < BLK_HDR_BYTES) return fail(-1, "request header shorter than 16 bytes");
+  if (segBytes(chain.readable) < BLK_HDR_BYTES) return fail(-1, "request header shorter than 16 bytes");
   // the header is almost always one 16-byte descriptor: read it in place (no copy, no DataView)
   const h0 = chain.readable[0]!;
   let type: number, sector: bigint;
@@ -159,8 +94,8 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
     type = hdr.getUint32(0, true);
     sector = hdr.getBigUint64(8, true);
   }
-  const rdata = skip(chain.readable, BLK_HDR_BYTES);
-  const wdata = trimEnd(writable, 1);
+  const rdata = skipSegs(chain.readable, BLK_HDR_BYTES);
+  const wdata = trimSegs(writable, 1);
   const disk = dev.disk;
   const capSectors = disk.size / SECTOR;
   const capBig = BigInt(capSectors);
@@ -176,7 +111,7 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
     case BLK_T.OUT: {
       const out = type === BLK_T.OUT;
       const segs = out ? rdata : wdata;
-      const len = total(segs);
+      const len = segBytes(segs);
       if (len % SECTOR) return fail(type, `data length ${len} is not a multiple of 512`);
       if (out && disk.readonly) return fail(type, "write to a read-only disk");
       const off = range(sector, len);
@@ -197,7 +132,7 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
     case BLK_T.GET_ID: {
       const id = new Uint8Array(BLK_ID_BYTES);
       for (let i = 0; i < Math.min(disk.serial.length, BLK_ID_BYTES); i++) id[i] = disk.serial.charCodeAt(i) & 0x7f;
-      const n = Math.min(total(wdata), BLK_ID_BYTES);
+      const n = Math.min(segBytes(wdata), BLK_ID_BYTES);
       scatter(mem, wdata, id.subarray(0, n));
       return { status: BLK_S.OK, used: n, type };
     }
@@ -206,7 +141,7 @@ function run(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEn
       const wz = type === BLK_T.WRITE_ZEROES;
       if (!wz && !disk.discard && !disk.readonly) return fail(type, "discard is not offered (nodelete)", BLK_S.UNSUPP);
       if (disk.readonly) return fail(type, `${wz ? "write zeroes" : "discard"} on a read-only disk`);
-      const len = total(rdata);
+      const len = segBytes(rdata);
       const maxSeg = wz ? dev.maxWriteZeroesSeg : dev.maxDiscardSeg;
       const maxSectors = wz ? dev.maxWriteZeroesSectors : dev.maxDiscardSectors;
       if (len === 0 || len % BLK_DWZ_BYTES) return fail(type, `segment data length ${len} is not a positive multiple of 16`);

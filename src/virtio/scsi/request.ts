@@ -28,7 +28,7 @@
 import { hostEngine, type BlockEngine } from "../../block/io.ts";
 import type { GuestMemory } from "../../mem/guest-memory.ts";
 import { executeCdb } from "../../scsi/target.ts";
-import { gather, scatter, segBytes, segsOk, skipSegs, takeSegs, type Seg } from "../../scsi/segments.ts";
+import { gather, scatter, segBytes, segsOk, skipSegs, takeSegs, type Seg } from "../../block/segments.ts";
 import {
   AN_REQ_BYTES, AN_RESP_BYTES, CMD_REQ, CMD_RESP, CMD_RESP_HDR, CTRL_T, decodeLun, SCSI_S, TMF, TMF_REQ_BYTES, type ScsiDeviceInfo,
 } from "./device.ts";

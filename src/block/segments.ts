@@ -1,10 +1,11 @@
 /**
- * Guest scatter-gather lists for SCSI data phases: lengths, prefixes and suffixes, checks against guest
- * memory, and the two copies the target does make — small replies (INQUIRY, MODE SENSE, ...) scattered
- * into the data-in buffers and parameter lists (UNMAP, MODE SELECT) gathered from the data-out ones.
- * Disk data never goes through here: READ/WRITE hand segments to the block engine (preadv/pwritev).
+ * Guest scatter-gather lists of storage requests (virtio-blk, the SCSI target): lengths, prefixes and
+ * suffixes, checks against guest memory, and the small copies a device does make — headers and parameter
+ * lists gathered from device-readable buffers, short replies (GET_ID, INQUIRY, MODE SENSE...) scattered
+ * into device-writable ones. Disk data never goes through here: it goes to the block engine
+ * (preadv/pwritev straight into guest RAM).
  */
-import type { Seg } from "../block/io.ts";
+import type { Seg } from "./io.ts";
 import type { GuestMemory } from "../mem/guest-memory.ts";
 
 export type { Seg };
@@ -25,6 +26,7 @@ export function takeSegs(segs: readonly Seg[], n: number): Seg[] {
 
 /** `segs` without their first `n` bytes. */
 export function skipSegs(segs: readonly Seg[], n: number): Seg[] {
+  if (segs.length && segs[0]!.len === n) return segs.slice(1); // the usual case: a header descriptor of its own
   const out: Seg[] = [];
   for (const s of segs) {
     if (n >= s.len) { n -= s.len; continue; }
@@ -32,6 +34,19 @@ export function skipSegs(segs: readonly Seg[], n: number): Seg[] {
     n = 0;
   }
   return out;
+}
+
+/** `segs` without their last `n` bytes. */
+export function trimSegs(segs: readonly Seg[], n: number): Seg[] {
+  if (segs.length && segs[segs.length - 1]!.len === n) return segs.slice(0, -1); // the usual case: a status descriptor of its own
+  const out = segs.slice();
+  for (let i = out.length - 1; i >= 0 && n > 0; i--) {
+    const s = out[i]!;
+    const k = Math.min(n, s.len);
+    out[i] = { gpa: s.gpa, len: s.len - k };
+    n -= k;
+  }
+  return out.filter((s) => s.len > 0);
 }
 
 /**
