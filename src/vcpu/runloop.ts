@@ -59,16 +59,19 @@ function stop(c: VcpuContext, code: number, reason: string): number {
   return code;
 }
 
-function fatal(c: VcpuContext, what: string): number {
-  const e = c.exit;
-  let regs = "";
+/** The vCPU's state for a message about a fatal stop (best effort: "" if the kernel will not say). */
+function registers(c: VcpuContext): string {
   try {
     const r = c.vcpu.getRegs();
     const s = c.vcpu.getSregs();
-    regs = ` rip=0x${r.rip.toString(16)} rsp=0x${r.rsp.toString(16)} cs=0x${s.cs.selector.toString(16)}` +
-      ` cr0=0x${s.cr0.toString(16)} cr3=0x${s.cr3.toString(16)} cr4=0x${s.cr4.toString(16)} efer=0x${s.efer.toString(16)}`;
-  } catch { /* best effort */ }
-  return stop(c, ExitCode.ERROR, `vcpu ${c.index}: ${what} (detail 0x${e.getBigUint64(EXIT.detail, true).toString(16)})${regs}`);
+    return ` rip=0x${r.rip.toString(16)} rsp=0x${r.rsp.toString(16)} rflags=0x${r.rflags.toString(16)} cs=0x${s.cs.selector.toString(16)}` +
+      ` cr0=0x${s.cr0.toString(16)} cr2=0x${s.cr2.toString(16)} cr3=0x${s.cr3.toString(16)} cr4=0x${s.cr4.toString(16)} efer=0x${s.efer.toString(16)}` +
+      ` idt=0x${s.idt.base.toString(16)}/${s.idt.limit}`;
+  } catch { return ""; }
+}
+
+function fatal(c: VcpuContext, what: string): number {
+  return stop(c, ExitCode.ERROR, `vcpu ${c.index}: ${what} (detail 0x${c.exit.getBigUint64(EXIT.detail, true).toString(16)})${registers(c)}`);
 }
 
 /**
@@ -95,7 +98,8 @@ export const EXIT_HANDLERS: Record<number, (c: VcpuContext) => number> = {
   [ExitReason.NONE]: () => CONTINUE,
   // Without an in-kernel LAPIC a HLT reaches us; bhyve treats a halted vCPU with interrupts off as halt.
   [ExitReason.HLT]: (c) => (c.hasIrqchip ? CONTINUE : stop(c, ExitCode.HALT, `vcpu ${c.index} halted`)),
-  [ExitReason.SHUTDOWN]: (c) => stop(c, ExitCode.TRIPLE_FAULT, `vcpu ${c.index}: triple fault`),
+  // the registers say where the guest was (the VM is over: reading them cannot disturb it)
+  [ExitReason.SHUTDOWN]: (c) => stop(c, ExitCode.TRIPLE_FAULT, `vcpu ${c.index}: triple fault;${registers(c)}`),
   [ExitReason.RESET]: (c) => stop(c, ExitCode.REBOOT, `vcpu ${c.index}: reset`),
   [ExitReason.POWEROFF]: (c) => stop(c, ExitCode.POWEROFF, `vcpu ${c.index}: power-off`),
   [ExitReason.INTERNAL]: (c) => fatal(c, "the kernel could not emulate an instruction"),
