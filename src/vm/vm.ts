@@ -111,7 +111,9 @@ export async function runVm(cfg: VmConfig, opts: RunOptions = {}): Promise<RunRe
     for (let i = 0; i < cfg.cpus; i++) workers[i + 1]!.postMessage({ ...init, vcpu: i } satisfies VcpuInit);
 
     // Halt detection: a kick a second lets each vCPU look at its own state (see runloop.ts kicked()).
-    const haltWatch = setInterval(() => { for (let i = 0; i < cfg.cpus; i++) vm.vcpu(i).kick(); }, 1000);
+    // TSBHYVE_HALT_WATCH_MS changes the period; 0 turns it off (a halted guest then never exits 2).
+    const haltMs = Number(process.env.TSBHYVE_HALT_WATCH_MS ?? 1000);
+    const haltWatch = haltMs > 0 ? setInterval(() => { for (let i = 0; i < cfg.cpus; i++) vm.vcpu(i).kick(); }, haltMs) : undefined;
     opts.onStart?.({ stop: (code, reason) => platform.requestExit(code, reason), machine, vm });
     const result = await exited;
     clearInterval(haltWatch);
