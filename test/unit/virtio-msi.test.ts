@@ -8,6 +8,8 @@ import { expect, test } from "bun:test";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
 import { MSI } from "../../src/pci/regs.ts";
 import { rndModel } from "../../src/virtio/devices/rnd.ts";
+import { createConsole } from "../../src/virtio/devices/console.ts";
+import { createInput, inputModelIdentity } from "../../src/virtio/devices/input.ts";
 import { virtioPciInput } from "../../src/virtio/emulation.ts";
 import { createVirtioPci } from "../../src/virtio/pci.ts";
 import type { PciCreateInput } from "../../src/pci/registry-types.ts";
@@ -60,4 +62,15 @@ test("the default has MSI-X and no MSI capability; virtio_msix reaches the trans
   const inp = (virtioMsix: boolean) => virtioPciInput({ ctx: { platform: {} }, cfg: { virtioMsix }, addr: { bus: 0, slot: 5, fn: 0 }, table: { device: "virtio-rnd" }, prepared: {} } as unknown as PciCreateInput);
   expect(inp(false).msix).toBe(false);
   expect(inp(true).msix).toBe(true);
+});
+
+test("virtio_msix = false reaches every model that builds its own transport input (console, input)", () => {
+  const built = [
+    virtioPciRig({ mem: GuestMemory.fake(64 * MiB), queues: 4, build: (inp) => createConsole({ ...inp, msix: false, ports: [{ id: 0 }] }).fn }),
+    virtioPciRig({ mem: GuestMemory.fake(64 * MiB), queues: 2, build: (inp) => createInput({ ...inp, msix: false, device: { identity: inputModelIdentity("tablet") } }).fn }),
+  ];
+  for (const r of built) {
+    expect(r.msixCap).toBe(0);
+    expect(r.msiCap).toBeGreaterThan(0);
+  }
 });

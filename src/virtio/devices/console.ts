@@ -40,15 +40,12 @@
  */
 import type { ChardevHandle } from "../../chardev/index.ts";
 import { Chardev, CHARDEV_STATE, GONE, POLLNVAL } from "../../chardev/index.ts";
-import type { MapGeneration } from "../../devices/bus.ts";
 import type { AccessSize, DeviceContext, PollSource } from "../../devices/device.ts";
 import { defineLayout, type StateBlock } from "../../devices/state.ts";
-import type { PciAddress, PciFunctionSpec } from "../../pci/function.ts";
-import type { PirqRouter } from "../../pci/intx.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../../vmm/index.ts";
 import { notifyKey } from "../notify.ts";
-import { createVirtioPci, VIRTIO_STATUS, type IoEventFdAttach, type VirtioDeviceModel, type VirtioPciFunction, type VirtioTransport } from "../pci.ts";
+import { createVirtioPci, VIRTIO_STATUS, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput, type VirtioTransport } from "../pci.ts";
 import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, segmentViews, writeChain } from "../queue.ts";
 
@@ -509,15 +506,8 @@ export class ConsoleDevice {
   }
 }
 
-export interface ConsoleInput {
-  ctx: DeviceContext;
-  addr: PciAddress;
-  gen: MapGeneration;
-  router?: PirqRouter;
-  notifyFds?: readonly number[];
-  attach?: IoEventFdAttach;
-  eventfd?: { signal(fd: number): void; drain(fd: number): void };
-  overrides?: Partial<PciFunctionSpec>;
+/** The transport's input plus the device's own. */
+export interface ConsoleInput extends VirtioPciInput {
   ports: readonly ConsolePortInput[];
   log?: (msg: string) => void;
 }
@@ -525,10 +515,7 @@ export interface ConsoleInput {
 /** The PCI function of a virtio-console (its socket sources reach the I/O Worker through the model). */
 export function createConsole(inp: ConsoleInput): { fn: VirtioPciFunction; console: ConsoleDevice } {
   const con = new ConsoleDevice(inp.ctx, inp.ports, inp.log);
-  const fn = createVirtioPci({
-    ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router, notifyFds: inp.notifyFds, attach: inp.attach,
-    eventfd: inp.eventfd, overrides: inp.overrides,
-  }, con.model());
+  const fn = createVirtioPci(inp, con.model());
   con.t = fn.transport;
   return { fn, console: con };
 }

@@ -28,15 +28,13 @@
  * thread that built the device (it takes the function's lock, queues, and asks the I/O Worker to run
  * eventq). Everything mutable is in one shared state block guarded by the function's lock.
  */
-import type { MapGeneration } from "../../devices/bus.ts";
 import type { AccessSize, DeviceContext, PollSource } from "../../devices/device.ts";
 import { defineLayout, type StateBlock } from "../../devices/state.ts";
-import type { PciAddress, PciFunctionSpec } from "../../pci/function.ts";
-import type { PirqRouter } from "../../pci/intx.ts";
+import type { PciAddress } from "../../pci/function.ts";
 import type { PciEmulation } from "../../pci/registry-types.ts";
 import { DISK_OPEN_RDONLY, host, POLLERR, POLLHUP, POLLIN } from "../../vmm/index.ts";
 import { notifyKey } from "../notify.ts";
-import { createVirtioPci, VIRTIO_STATUS, type IoEventFdAttach, type VirtioDeviceModel, type VirtioPciFunction, type VirtioTransport } from "../pci.ts";
+import { createVirtioPci, VIRTIO_STATUS, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput, type VirtioTransport } from "../pci.ts";
 import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, writeChain } from "../queue.ts";
 
@@ -424,15 +422,8 @@ const trimmed = (b: readonly number[]): number[] => {
   return b.slice(0, n);
 };
 
-export interface InputInput {
-  ctx: DeviceContext;
-  addr: PciAddress;
-  gen: MapGeneration;
-  router?: PirqRouter;
-  notifyFds?: readonly number[];
-  attach?: IoEventFdAttach;
-  eventfd?: { signal(fd: number): void; drain(fd: number): void };
-  overrides?: Partial<PciFunctionSpec>;
+/** The transport's input plus the device's own. */
+export interface InputInput extends VirtioPciInput {
   device: InputDeviceOptions;
   log?: (msg: string) => void;
 }
@@ -443,10 +434,7 @@ const built = new Map<string, InputDevice>();
 /** The PCI function of a virtio-input (its host evdev source reaches the I/O Worker through the model). */
 export function createInput(inp: InputInput): { fn: VirtioPciFunction; input: InputDevice } {
   const dev = new InputDevice(inp.ctx, inp.device, inp.log);
-  const fn = createVirtioPci({
-    ctx: inp.ctx, addr: inp.addr, gen: inp.gen, router: inp.router, notifyFds: inp.notifyFds, attach: inp.attach,
-    eventfd: inp.eventfd, overrides: inp.overrides,
-  }, dev.model());
+  const fn = createVirtioPci(inp, dev.model());
   dev.t = fn.transport;
   built.set(notifyKey(inp.addr), dev);
   return { fn, input: dev };
