@@ -13,8 +13,7 @@
  *                              completion eventfd was written and not yet reaped: one write per batch)
  *   sub    Int32[slots]        submission ring of slot numbers (single producer, many consumers)
  *   meta   Int32[slots * META] per slot: STATE (FREE/SUBMITTED/TAKEN/DONE), QUEUE, HEAD, NREAD, NWRITE,
- *                              USED, TYPE, STATUS, ERROR (1: the executor reported an error), EPOCH,
- *                              US (the request's service time in µs, reported to the reaper)
+ *                              USED, TYPE, STATUS, ERROR (1: the executor reported an error), EPOCH
  *   segs   Float64[slots * maxSegs * 2]  the chain's readable then writable segments (gpa, len)
  *
  * Producer (the I/O Worker, under the device lock): `acquire()` a FREE slot, fill it, `submit()`:
@@ -32,7 +31,7 @@ export const SLOT = { FREE: 0, SUBMITTED: 1, TAKEN: 2, DONE: 3 } as const;
 const C = { SUB_HEAD: 0, SUB_TAIL: 1, STOP: 2, IN_FLIGHT: 3, EPOCH: 4, WAITERS: 5, SIGNALLED: 6 } as const;
 const CTRL_SLOTS = 7;
 /** Int32 fields of one slot's meta record. */
-export const META = { STATE: 0, QUEUE: 1, HEAD: 2, NREAD: 3, NWRITE: 4, USED: 5, TYPE: 6, STATUS: 7, ERROR: 8, EPOCH: 9, US: 10, SIZE: 11 } as const;
+export const META = { STATE: 0, QUEUE: 1, HEAD: 2, NREAD: 3, NWRITE: 4, USED: 5, TYPE: 6, STATUS: 7, ERROR: 8, EPOCH: 9, SIZE: 10 } as const;
 
 /** What prepare() makes per pooled disk: plain data plus a shared buffer (structured-clone safe). */
 export interface BlockPoolInfo {
@@ -134,20 +133,20 @@ export class BlockPool {
    * Every finished request (slot freed), in slot order; requests submitted before the last `newEpoch()`
    * are freed without a callback (the queues they came from were reset).
    */
-  reap(done: (queue: number, head: number, used: number, us: number) => void): number {
+  reap(done: (queue: number, head: number, used: number) => void): number {
     let n = 0;
     Atomics.store(this.ctrl, C.SIGNALLED, 0); // completions from now on signal again
     const epoch = Atomics.load(this.ctrl, C.EPOCH);
     for (let s = 0; s < this.slots; s++) {
       const m = s * META.SIZE;
       if (Atomics.load(this.meta, m + META.STATE) !== SLOT.DONE) continue;
-      const q = this.meta[m + META.QUEUE]!, head = this.meta[m + META.HEAD]!, used = this.meta[m + META.USED]!, us = this.meta[m + META.US]!;
+      const q = this.meta[m + META.QUEUE]!, head = this.meta[m + META.HEAD]!, used = this.meta[m + META.USED]!;
       const stale = this.meta[m + META.EPOCH] !== epoch;
       Atomics.store(this.meta, m + META.STATE, SLOT.FREE);
       Atomics.sub(this.ctrl, C.IN_FLIGHT, 1);
       if (stale) continue;
       n++;
-      done(q, head, used, us);
+      done(q, head, used);
     }
     return n;
   }
@@ -204,13 +203,12 @@ export class BlockPool {
    * Finish a taken slot. True when the caller must signal the completion eventfd (the first completion
    * since the I/O Worker last reaped; later ones ride on the same wake-up).
    */
-  complete(slot: number, used: number, type: number, status: number, error: boolean, us = 0): boolean {
+  complete(slot: number, used: number, type: number, status: number, error: boolean): boolean {
     const m = slot * META.SIZE;
     this.meta[m + META.USED] = used;
     this.meta[m + META.TYPE] = type;
     this.meta[m + META.STATUS] = status;
     this.meta[m + META.ERROR] = error ? 1 : 0;
-    this.meta[m + META.US] = Math.min(0x7fffffff, Math.round(us));
     Atomics.store(this.meta, m + META.STATE, SLOT.DONE);
     return Atomics.exchange(this.ctrl, C.SIGNALLED, 1) === 0;
   }

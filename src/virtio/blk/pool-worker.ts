@@ -37,13 +37,11 @@ self.onmessage = (ev: MessageEvent<BlkPoolInit>) => {
       const slot = pool.take();
       if (slot < 0) continue;
       const r = pool.request(slot);
-      const t0 = performance.now();
       const res = executeRequest(init.dev, mem, r);
-      const us = (performance.now() - t0) * 1000;
       if (res.error && (++errors <= LOG_FIRST || errors % LOG_EVERY === 0)) {
         self.postMessage({ type: "log", text: `${init.name}: virtio-blk ${init.dev.disk.path}: queue ${r.queue}: request type ${res.type}: ${res.error}` });
       }
-      if (pool.complete(slot, res.used, res.type, res.status ?? -1, !!res.error, us)) host.signal(init.pool.fd);
+      if (pool.complete(slot, res.used, res.type, res.status ?? -1, !!res.error)) host.signal(init.pool.fd);
     }
   } catch (err) {
     self.postMessage({ type: "error", text: `${init.name}: ${(err as Error).stack ?? err}` });
