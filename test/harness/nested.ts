@@ -18,7 +18,7 @@
  * retried (HANG_RETRIES, default once) and the retry is reported in NestedResult.retries. Crashes and
  * failing checks are not retried.
  */
-import { rmSync, writeFileSync, readFileSync, existsSync, mkdirSync } from "node:fs";
+import { rmSync, writeFileSync, readFileSync, existsSync, mkdirSync, readdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { makeJobDir, prepareL1, requireQemu as requireQemuCore, spawnL1, type L1Assets } from "../../src/guest/nested/run.ts";
@@ -70,6 +70,8 @@ export interface AttemptReport {
   reason: string;
   log: string;
   ms: number;
+  /** its out/ directory, kept as out.try-N */
+  outDir?: string;
 }
 
 export interface NestedResult {
@@ -118,6 +120,9 @@ interface Attempt {
 /** L1 console lines that mean an L1 CPU is wedged (soft lockup, RCU stall, hung task). */
 export const L1_STALL = /watchdog: BUG: soft lockup|rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls|blocked for more than \d+ seconds/;
 
+/** How long a stalled L1 may keep printing (its backtrace) before it is killed. */
+const STALL_GRACE_MS = 5_000;
+
 async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Attempt> {
   const timeoutMs = job.timeoutMs ?? TIMEOUTS.attemptMs;
   const idleMs = job.idleTimeoutMs ?? TIMEOUTS.idleMs;
@@ -148,9 +153,10 @@ async function attempt(a: L1Assets, job: NestedJob, jobDir: string): Promise<Att
     const line = raw.replace(/\r$/, "");
     // The emulated SVM under TCG occasionally wedges an L1 CPU (testing.md: ~1 run in 33). The L1 kernel
     // says so long before any timeout; treat it as a hang and retry at once.
+    // The kill waits STALL_GRACE_MS so the log gets the stalled CPU's backtrace.
     if (!hung && L1_STALL.test(line)) {
       hung = `L1 kernel stall: ${line.trim().slice(0, 160)}`;
-      proc.kill(9);
+      setTimeout(() => proc.kill(9), STALL_GRACE_MS);
     }
     if (echo) process.stderr.write(`[L1${job.name ? ` ${job.name}` : ""}] ${line}\n`);
     job.onLine?.(line);
@@ -263,7 +269,11 @@ export async function runNested(job: NestedJob): Promise<NestedResult> {
     last = await attempt(assets, job, jobDir);
     writeFileSync(join(jobDir, `serial-${retries.length + 1}.log`), last.log);
     if (!last.hung || retries.length >= maxRetries) break;
-    retries.push({ reason: last.hung, log: last.log, ms: last.ms });
+    // The hung attempt's out/ (its L2 console logs) is kept as out.try-N for the report.
+    const outDir = join(jobDir, "out");
+    const kept = join(jobDir, `out.try-${retries.length + 1}`);
+    if (existsSync(outDir)) renameSync(outDir, kept);
+    retries.push({ reason: last.hung, log: last.log, ms: last.ms, outDir: kept });
     if (job.echo ?? process.env.TSB_NESTED_ECHO === "1") process.stderr.write(`[nested] attempt hung (${last.hung}); retrying\n`);
   }
 
@@ -303,9 +313,19 @@ export function describeResult(r: NestedResult): string {
   return [
     `nested job: exit=${r.exitStatus} ok=${r.ok} attempts=${r.attempts}${r.hung ? ` hung=${r.hung}` : ""}`,
     `  l1Boot=${r.l1BootMs?.toFixed(0)}ms job=${r.jobMs?.toFixed(0)}ms total=${r.totalMs.toFixed(0)}ms jobDir=${r.jobDir}`,
-    ...r.retries.map((x) => `  retried after: ${x.reason}`),
+    ...r.retries.map((x) => `  retried after: ${x.reason}${r.ok ? "" : `\n${outTails(x.outDir)}`}`),
     ...r.l1Errors.map((e) => `  ${e}`),
     checks,
-    r.ok ? "" : `--- serial log (tail) ---\n${r.log.split("\n").slice(-60).join("\n")}`,
+    r.ok ? "" : `--- serial log (tail) ---\n${r.log.split("\n").slice(-60).join("\n")}\n${outTails(join(r.jobDir, "out"))}`,
   ].join("\n");
+}
+
+/** The last lines of every *.log in an attempt's out/ directory (L2 consoles), for failure reports. */
+function outTails(dir: string | undefined, lines = 25): string {
+  if (!dir || !existsSync(dir)) return "";
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".log"))
+    .sort()
+    .map((f) => `--- ${dir}/${f} (tail) ---\n${readFileSync(join(dir, f), "utf8").split("\n").slice(-lines).join("\n")}`)
+    .join("\n");
 }

@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { prepareGuest } from "../../src/guest/index.ts";
 import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
-import { l2Init } from "../harness/l2.ts";
+import { L2_DEVICE_CPUS, l2Init } from "../harness/l2.ts";
 
 const sha256 = (b: Uint8Array | string) => createHash("sha256").update(b).digest("hex");
 
@@ -124,7 +124,7 @@ test(
         init: L2_INIT,
         modules: ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng", "rng_core"],
       });
-      const toml = `name = "virtio-blk"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
+      const toml = `name = "virtio-blk"\ncpus = ${L2_DEVICE_CPUS}\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
         `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
         `[pci.0.4.0]\ndevice = "virtio-blk"\npath = "/dev/shm/disk.img"\nser = "TSB-DISK-A"\niothreads = 4\n` +
         `[pci.0.5.0]\ndevice = "virtio-blk"\npath = "/dev/shm/ro.img"\nro = true\n` +

@@ -18,7 +18,7 @@
  */
 import { expect, test } from "bun:test";
 import { prepareGuest } from "../../src/guest/index.ts";
-import { l2Init } from "../harness/l2.ts";
+import { L2_DEVICE_CPUS, l2Init } from "../harness/l2.ts";
 import { describeResult, requireQemu, runNested } from "../harness/nested.ts";
 
 const NAME = "org.tsbhyve.test";
@@ -127,7 +127,7 @@ test(
   async () => {
     requireQemu();
     const g = await prepareGuest({ init: L2_INIT, modules: ["virtio_pci", "virtio_console", "virtio_input", "evdev"] });
-    const toml = `name = "virtio-devs"\ncpus = 2\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
+    const toml = `name = "virtio-devs"\ncpus = ${L2_DEVICE_CPUS}\n[memory]\nsize = "256M"\n[boot]\nkernel = "${g.bzImage}"\ninitrd = "${g.initrd}"\n` +
       `cmdline = "console=ttyS0 quiet"\n[lpc.com1]\npath = "stdio"\n` +
       `[pci.0.5.0]\ndevice = "virtio-console"\necho0 = "/tmp/vcon0.sock"\n[pci.0.5.0.port.1]\nname = "${NAME}"\npath = "/tmp/vcon1.sock"\n` +
       `[pci.0.6.0]\ndevice = "virtio-input"\nmodel = "tablet"\nname = "test tablet"\n` +

@@ -60,7 +60,8 @@ t0=$(up)
 dd if=/dev/urandom of=/mnt/big.bin bs=64k count=64 2>/dev/null; sync
 bh=$(sha256sum /mnt/big.bin | cut -d' ' -f1); bs=$(stat -c %s /mnt/big.bin)
 [ "$bs" = 4194304 ] && r 9p-bigwrite pass "$bh $(awk -v a=$t0 -v b=$(up) 'BEGIN { printf "%.3f", b - a }')s" || r 9p-bigwrite fail "size=$bs"
-# directory operations
+# directory operations (a boot retried after a fault finds the first attempt's leftovers: clear them)
+rm -rf /mnt/d1 /mnt/d2 /mnt/evil_root /mnt/evil_up /mnt/hard_link_abs
 ok=1; log=""
 mkdir /mnt/d1 || { ok=0; log="$log mkdir"; }
 echo one > /mnt/d1/a.txt || { ok=0; log="$log create"; }
