@@ -1,5 +1,5 @@
 /**
- * The virtio benchmark: one stock Debian guest (2 vCPUs, 512 MiB, the same kernel, initramfs, disk file
+ * The virtio benchmark: one stock Debian guest (1 vCPU, 512 MiB, the same kernel, initramfs, disk file
  * and tap) run under tsbhyve and under QEMU (-accel kvm, vhost off, virtio-blk + virtio-net PCI) inside
  * the same nested L1, alternating, twice each. The guest runs:
  *   blkbench (scripts/bench/blkbench.c, static, O_DIRECT): sequential 1 MiB read and write, 4 KiB random
@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hostBinaryFiles, prepareGuest } from "../../src/guest/index.ts";
 import { describeResult, requireQemu, runNested } from "../../test/harness/nested.ts";
-import { l2Init } from "../../test/harness/l2.ts";
+import { L2_DEVICE_CPUS as VCPUS, l2Init } from "../../test/harness/l2.ts";
 
 const RUNS = Number(process.env.BENCH_VIRTIO_RUNS ?? 2);
 const SECS = Number(process.env.BENCH_VIRTIO_SECS ?? 4);
@@ -54,7 +54,7 @@ ip -n tsbb link set tsbtap0 up
 ip netns exec tsbb iperf3 -s -D
 cat > /dev/shm/bench.toml <<EOF
 name = "bench"
-cpus = 2
+cpus = ${VCPUS}
 [memory]
 size = "512M"
 [boot]
@@ -78,7 +78,7 @@ for run in ${Array.from({ length: RUNS }, (_, i) => i + 1).join(" ")}; do
   tsb_result "tsbhyve-run-$run" pass "rc=$? ms=$(( $(tsb_now_ms) - t0 ))"
   timeout -s KILL 300 ip netns exec tsbb "$TSB_TSBHYVE" /dev/shm/bench-pool.toml > "$TSB_OUT/pool.$run.log" 2>&1 < /dev/null
   t0=$(tsb_now_ms)
-  timeout -s KILL 300 ip netns exec tsbb qemu-system-x86_64 -accel kvm -cpu host -M pc -smp 2 -m 512M \\
+  timeout -s KILL 300 ip netns exec tsbb qemu-system-x86_64 -accel kvm -cpu host -M pc -smp ${VCPUS} -m 512M \\
     -kernel "${g.bzImage}" -initrd "${g.initrd}" -append "console=ttyS0 quiet" \\
     -display none -nodefaults -no-user-config -serial stdio -no-reboot \\
     -drive file=/dev/shm/bench.img,format=raw,if=none,id=d0,cache=writeback \\
