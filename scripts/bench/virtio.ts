@@ -118,7 +118,7 @@ export async function runVirtioBench(): Promise<void> {
     modules: ["virtio_pci", "virtio_blk", "virtio_net"],
     extraFiles: [{ path: "/bin/blkbench", hostPath: blkbench, mode: 0o755 }, ...hostBinaryFiles([iperf])],
   });
-  console.log(`virtio benchmark: nested L1, guest 2 vCPUs / 512 MiB, ${RUNS} run(s) each, ${SECS} s per workload`);
+  console.log(`virtio benchmark: nested L1, guest ${VCPUS} vCPU(s) / 512 MiB, ${RUNS} run(s) each, ${SECS} s per workload`);
   const r = await runNested({ name: "bench-virtio", script: job(g), timeoutMs: 1_800_000, idleTimeoutMs: 400_000, keepJobDir: true });
   const out = join(r.jobDir, "out");
   const runs = { tsbhyve: [] as Figures[], qemu: [] as Figures[], pool: [] as Figures[] };
