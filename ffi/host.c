@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/fs.h>
@@ -53,6 +54,19 @@ int32_t tsb_set_thread_name(const char *name)
 	strncpy(buf, name, 15);
 	buf[15] = 0;
 	return -pthread_setname_np(pthread_self(), buf);
+}
+
+/* Let the calling thread run only on host CPUs cpus[0..n) (bhyve's vcpu.N.cpuset). */
+int32_t tsb_thread_affinity(const int32_t *cpus, int32_t n)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	for (int32_t i = 0; i < n; i++) {
+		if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE)
+			return -EINVAL;
+		CPU_SET(cpus[i], &set);
+	}
+	return neg(sched_setaffinity(0, sizeof(set), &set));
 }
 
 int32_t tsb_gettid(void) { return (int32_t)syscall(SYS_gettid); }

@@ -133,6 +133,7 @@ int32_t tsb_msi_route(int32_t vm, int32_t gsi, uint64_t addr, uint32_t data); /*
 
 /* ---- host helpers (backend-independent) ---- */
 int32_t tsb_set_thread_name(const char *name);
+int32_t tsb_thread_affinity(const int32_t *cpus, int32_t n);
 int32_t tsb_gettid(void);
 int32_t tsb_eventfd(int32_t initval);
 int32_t tsb_eventfd_signal(int32_t fd);

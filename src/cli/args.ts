@@ -52,6 +52,7 @@ Precedence: defaults < guest.toml < -o key=value < specific flags. -c replaces a
 -f adds fw_cfg files to the config file's [[fw_cfg]] list (an entry of the same name is replaced).
 A config file is optional: flags must then give a boot method (-l bootrom,FILE or -k KERNEL).
 hostbridge (pci.0.0.0) and lpc (pci.0.1.0) are added unless the config has one (or the slot is taken). Errors exit with status 4.
+vcpu.N.cpuset = "0-3,6" (TOML: [vcpu.N] cpuset = ...) keeps vCPU N's thread on those host CPUs; -p N:CPU lists them one by one.
 Note: unlike bhyve(8), -k takes a kernel, not a key=value config file (use a TOML file instead).
 `;
 
@@ -71,6 +72,7 @@ function buildProgram(): Command {
     .option("-c, --cpus <topology>", "[[cpus=]n][,sockets=n][,cores=n][,threads=n]")
     .option("-m, --memory <size>", "guest RAM, e.g. 512M or 2G (plain number = MiB)")
     .option("-o, --option <key=value>", "set any config key (repeatable)", collect)
+    .option("-p, --pin <vcpu:hostcpu>", "run vCPU only on that host CPU (repeatable; a vCPU's -p's make its vcpu.N.cpuset)", collect)
     .option("-S, --wired", "wire guest memory (memory.wired)")
     .option("-s, --slot <spec>", "PCI device [bus:]slot[:func],emulation[,conf] (repeatable; -s help)", collect)
     .option("-l, --lpc <spec>", "LPC device: com1..com4,CHARDEV or bootrom,ROM[,VARS] (repeatable; -l help)", collect)
@@ -165,6 +167,15 @@ function flagLayers(o: Opts, vmname: string | undefined, cwd: string): Layer[] {
     for (const [k, v] of parseTopology(o.cpus)) set(k, v, `-c ${o.cpus}`);
   }
   if (typeof o.memory === "string") set("memory.size", o.memory, `-m ${o.memory}`);
+  const pins = new Map<number, string[]>();
+  for (const spec of (o.pin as string[] | undefined) ?? []) {
+    const m = /^(\d+):(\d+)$/.exec(spec);
+    if (!m) throw new UsageError(`-p ${spec}: expected vcpu:hostcpu, e.g. -p 0:2`);
+    const list = pins.get(Number(m[1])) ?? [];
+    list.push(m[2]!);
+    pins.set(Number(m[1]), list);
+  }
+  for (const [v, list] of pins) set(`vcpu.${v}.cpuset`, list.join(","), `-p ${list.map((c) => `${v}:${c}`).join(" -p ")}`);
   if (o.wired) set("memory.wired", true, "-S");
   const seen = new Set<string>();
   for (const spec of (o.slot as string[] | undefined) ?? []) {

@@ -4,6 +4,7 @@
  */
 import { stringify } from "smol-toml";
 import { formatChardev } from "./chardev.ts";
+import { formatCpuList } from "./cpuset.ts";
 import { formatSize } from "./size.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -40,6 +41,8 @@ export function configToTree(cfg: VmConfig): Record<string, unknown> {
     vmexit_on_hlt: cfg.x86.vmexitOnHlt,
     verbosemsr: cfg.x86.verbosemsr,
   };
+  const vcpu = Object.entries(cfg.cpusets).map(([n, list]) => [n, { cpuset: formatCpuList(list) }]);
+  if (vcpu.length) tree.vcpu = Object.fromEntries(vcpu);
   if (cfg.boot) tree.boot = { kernel: cfg.boot.kernel, ...(cfg.boot.initrd ? { initrd: cfg.boot.initrd } : {}), cmdline: cfg.boot.cmdline };
   if (Object.keys(lpc).length) tree.lpc = lpc;
   const sm = cfg.smbios;

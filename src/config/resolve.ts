@@ -14,6 +14,8 @@ import { resolvePci } from "./pci.ts";
 import { BOOTROM_MAX, coerce, KEY_MAP, KEYS } from "./schema.ts";
 import { formatSize, parseInteger } from "./size.ts";
 import { statSync } from "node:fs";
+import { cpus as hostCpuList } from "node:os";
+import { resolveCpusets } from "./cpuset.ts";
 import type { ChardevSpec, SmbiosStrings, VmConfig } from "./types.ts";
 
 export interface Resolved {
@@ -25,6 +27,8 @@ export interface Resolved {
 export interface ResolveOptions {
   /** require lpc.bootrom or boot.kernel (default true) */
   requireBoot?: boolean;
+  /** host CPUs vcpu.N.cpuset may name (default: this host's) */
+  hostCpus?: number;
 }
 
 export type Report = (origin: Origin | undefined, key: string, message: string) => void;
@@ -78,8 +82,10 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
   const merged = mergeLayers(layers);
   const typed = new Map<string, Typed>();
   const pciSettings: Setting[] = [];
+  const vcpuSettings: Setting[] = [];
   for (const s of merged.values()) {
     if (s.key === "pci" || s.key.startsWith("pci.")) { pciSettings.push(s); continue; }
+    if (s.key.startsWith("vcpu.")) { vcpuSettings.push(s); continue; }
     if (isFwCfgKey(s.key)) continue; // collected over all layers below
     const def = KEY_MAP.get(s.key);
     if (!def) {
@@ -113,6 +119,8 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
   } else if (product > 255) {
     report(explicit("sockets") ?? explicit("cores") ?? explicit("threads"), "sockets", `expected sockets*cores*threads <= 255, got ${product}`);
   }
+
+  const cpusets = resolveCpusets(vcpuSettings, product, opts.hostCpus ?? Math.max(1, hostCpuList().length), report);
 
   // Boot: ROM xor kernel
   const bootrom = get<string | undefined>("lpc.bootrom");
@@ -154,6 +162,7 @@ export function resolveLayers(layers: Layer[], source: string, opts: ResolveOpti
     name: get("name"),
     cpus: product,
     sockets, cores, threads,
+    cpusets,
     memory: { size: get("memory.size"), wired: get("memory.wired") },
     com,
     pci,

@@ -65,6 +65,8 @@ export interface VmConfig {
   /** user fw_cfg files in the order given (later layers replace entries of the same name) */
   fwcfg: FwCfgUserFile[];
   x86: { strictio: boolean; strictmsr: boolean; mptable: boolean; vmexitOnHlt: boolean; verbosemsr: boolean };
+  /** vcpu.N.cpuset: vCPU index → the host CPUs its thread may run on (absent: any) */
+  cpusets: Record<number, number[]>;
   /** Where the config came from (for messages). */
   source: string;
 }

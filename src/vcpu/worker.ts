@@ -1,10 +1,11 @@
 /**
- * vCPU Worker entry point: one per vCPU, its thread named "vcpu N" (as bhyve's show in top -H).
+ * vCPU Worker entry point: one per vCPU, its thread named "vcpu N" (as bhyve's show in top -H) and kept
+ * on the host CPUs of vcpu.N.cpuset when the config pins it.
  * Devices run here, on the thread that trapped.
  */
 import { setupThread } from "../vm/thread.ts";
 import { Ctrl, type VcpuInit, type WorkerMsg } from "../vm/shared.ts";
-import { Cap } from "../vmm/index.ts";
+import { Cap, host } from "../vmm/index.ts";
 import { runVcpu } from "./runloop.ts";
 
 declare const self: Worker;
@@ -16,6 +17,8 @@ self.onmessage = (ev: MessageEvent<VcpuInit>) => {
   try {
     const env = setupThread(init, "vcpu", post);
     const vcpu = env.vm.vcpu(init.vcpu);
+    const pin = init.cfg.cpusets[init.vcpu];
+    if (pin) host.setThreadAffinity(pin); // before the name: a thread called "vcpu N" is already pinned
     vcpu.bindThread(`vcpu ${init.vcpu}`);
     exits = runVcpu(
       {

@@ -46,6 +46,7 @@ const symbols = {
   tsb_irqfd: { args: [i32, i32, i32, i32, i32], returns: i32 },
   tsb_msi_route: { args: [i32, i32, u64, u32], returns: i32 },
   tsb_set_thread_name: { args: [ptr], returns: i32 },
+  tsb_thread_affinity: { args: [ptr, i32], returns: i32 },
   tsb_gettid: { args: [], returns: i32 },
   tsb_eventfd: { args: [i32], returns: i32 },
   tsb_eventfd_signal: { args: [i32], returns: i32 },

@@ -159,6 +159,10 @@ export const host = {
   },
   memView(p: number, size: number): Uint8Array { return new Uint8Array(toArrayBuffer(p as Pointer, 0, size)); },
   setThreadName(name: string): void { shim().tsb_set_thread_name(cstr(name)); },
+  /** Run the calling thread only on these host CPUs (throws, e.g. EINVAL when none of them is usable). */
+  setThreadAffinity(cpus: readonly number[]): void {
+    check(`pin thread to host CPUs ${cpus.join(",")}`, shim().tsb_thread_affinity(new Int32Array(cpus), cpus.length));
+  },
   gettid(): number { return shim().tsb_gettid(); },
   eventfd(): number { return check("eventfd", shim().tsb_eventfd(0)); },
   signal(fd: number): void { shim().tsb_eventfd_signal(fd); },

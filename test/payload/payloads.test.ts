@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { buildPayload, expectedMemsum, SMP_ITERS_DEFAULT } from "../payloads/build.ts";
 import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { requireKvm, romConfig, runTsb } from "./tsb.ts";
 
 beforeAll(() => requireKvm());
@@ -14,21 +15,29 @@ const lines = (s: string) => s.split(/\r?\n/).map((l) => l.trim()).filter(Boolea
 const DONE_OK = 1;
 
 describe("boot ROM payloads on /dev/kvm", () => {
-  test("hello: reset vector runs, COM1 prints, cli;hlt halts → exit 2; threads 'vcpu N'; 16 GiB RAM costs no host RAM", async () => {
-    const toml = romConfig(await buildPayload("hello"), "", 2).replace('size = "128M"', 'size = "16G"');
+  test("hello: reset vector runs, COM1 prints, cli;hlt halts → exit 2; threads 'vcpu N' pinned by -p and vcpu.N.cpuset; 16 GiB RAM costs no host RAM", async () => {
+    const last = cpus().length - 1; // pins: vCPU 0 on the host's last CPU (-p), vCPU 1 on CPU 0 (TOML)
+    const toml = romConfig(await buildPayload("hello"), `[vcpu.1]\ncpuset = "0"\n`, 2).replace('size = "128M"', 'size = "16G"');
     let threads: string[] = [];
+    const allowed = new Map<string, string>();
     let rssKiB = Infinity;
     const r = await runTsb({
-      toml, timeoutMs: 30_000,
+      toml, timeoutMs: 30_000, args: ["-p", `0:${last}`],
       onOutput: {
         text: "hello from tsbhyve payload",
         run: async (pid) => {
           const { readdirSync } = await import("node:fs");
-          threads = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
+          for (const t of readdirSync(`/proc/${pid}/task`)) {
+            const name = readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
+            threads.push(name);
+            allowed.set(name, /Cpus_allowed_list:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/task/${t}/status`, "utf8"))?.[1] ?? "?");
+          }
           rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
         },
       },
     });
+    expect(allowed.get("vcpu 0")).toBe(`${last}`);
+    expect(allowed.get("vcpu 1")).toBe("0");
     expect(r.timedOut).toBe(false);
     expect(lines(r.com1)).toContain("hello from tsbhyve payload");
     expect(r.code).toBe(2); // bhyve's halt: the BSP halted with interrupts off, the AP never started

@@ -91,7 +91,7 @@ describe("the documented example and defaults", () => {
     writeFileSync(p, `name = "vm1"\ncpus = 2\n[memory]\nsize = "512M"\n[lpc]\nbootrom = "${ROM}"     # firmware\n[lpc.com1]\npath = "stdio"\n`);
     const c = loadConfigFile(p);
     expect(c).toEqual({
-      name: "vm1", cpus: 2, sockets: 2, cores: 1, threads: 1,
+      name: "vm1", cpus: 2, sockets: 2, cores: 1, threads: 1, cpusets: {},
       memory: { size: 512 * MiB, wired: false },
       bootrom: ROM,
       com: [{ kind: "stdio" }, undefined, undefined, undefined],

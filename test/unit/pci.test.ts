@@ -369,7 +369,7 @@ describe("capabilities", () => {
 
 // ------------------------------------------------------------------------------------------------
 const baseCfg = (pci: VmConfig["pci"], extra: Partial<VmConfig> = {}): VmConfig => ({
-  name: "t", cpus: 1, sockets: 1, cores: 1, threads: 1, memory: { size: 2 ** 30, wired: false }, com: [], pci,
+  name: "t", cpus: 1, sockets: 1, cores: 1, threads: 1, cpusets: {}, memory: { size: 2 ** 30, wired: false }, com: [], pci,
   acpiTables: true, destroyOnPoweroff: false, pcTestdev: false, rtcLocaltime: false,
   x86: { strictio: false, strictmsr: false, mptable: true, vmexitOnHlt: false, verbosemsr: false }, source: "test", ...extra,
 }) as unknown as VmConfig;
