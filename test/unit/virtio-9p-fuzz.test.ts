@@ -24,6 +24,7 @@ import { VIRTIO_STATUS } from "../../src/virtio/pci.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../src/virtio/queue.ts";
 import { deviceRig, tmsg, type Part } from "./virtio-9p-client.ts";
 import type { FakeDriver } from "./virtio-driver.ts";
+import { rng, type Rng } from "./virtio-fuzz-rig.ts";
 
 const base = mkdtempSync(join(tmpdir(), "tsb-9p-fuzz-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -43,18 +44,6 @@ function makeShare(name: string): string {
   return d;
 }
 
-/** xorshift32 */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  return {
-    u32: next,
-    int: (n: number) => next() % n,
-    chance: (p: number) => next() / 2 ** 32 < p,
-    pick: <T,>(a: readonly T[]): T => a[next() % a.length]!,
-  };
-}
-type Rng = ReturnType<typeof rng>;
 
 const NAMES = ["", ".", "..", "/", "a/b", "/etc/passwd", "../outside", "hello.txt", "sub", "inner.txt", "link_root", "link_up",
   "link_outside", "secret.txt", "new", "new2", "d", "x".repeat(300), "a\0b", "f"];

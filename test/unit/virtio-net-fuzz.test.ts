@@ -21,13 +21,8 @@ import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "..
 import { POLLIN, POLLOUT } from "../../src/vmm/index.ts";
 import type { FakeDriver } from "./virtio-driver.ts";
 import { realMem, rig } from "./virtio-net-rig.ts";
+import { rng, type Rng } from "./virtio-fuzz-rig.ts";
 
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const u32 = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  return { u32, int: (n: number) => u32() % Math.max(1, n), chance: (p: number) => u32() / 2 ** 32 < p, pick: <T>(a: readonly T[]) => a[u32() % a.length]! };
-}
-type Rng = ReturnType<typeof rng>;
 
 const mem = realMem();
 const REGION = mem.find(0, 1);

@@ -14,20 +14,10 @@ import { expect, test } from "bun:test";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, KiB, region } from "../../src/mem/guest-memory.ts";
 import { ramRange, Virtqueue, virtqueueLayout, type Chain } from "../../src/virtio/queue.ts";
+import { rng } from "./virtio-fuzz-rig.ts";
 
 const ITERS = Number(process.env.TSBHYVE_FUZZ_ITERS ?? 60_000);
 
-/** xorshift32 */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  return {
-    u32: next,
-    int: (n: number) => next() % n,
-    chance: (p: number) => next() / 2 ** 32 < p,
-    pick: <T>(a: readonly T[]): T => a[next() % a.length]!,
-  };
-}
 
 // RAM: [0, 64K) and [64K, 128K) contiguous (a region boundary inside RAM), a hole, [192K, 224K)
 const A = 64 * KiB, HOLE = 192 * KiB, END = 224 * KiB;

@@ -19,6 +19,7 @@ import type { DeviceContext } from "../../devices/device.ts";
 import { createVirtioPci, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput } from "../pci.ts";
 import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { NINEP_LIMITS, NinePServer, type NinePLimits } from "../9p/server.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export const VIRTIO_ID_9P = 9;
 export const VIRTIO_9P_F_MOUNT_TAG = 0;
@@ -55,6 +56,7 @@ export function ninePModel(ctx: DeviceContext, o: NinePOptions): NinePDevice {
   const config = new Uint8Array(2 + tag.length);
   new DataView(config.buffer).setUint16(0, tag.length, true);
   config.set(tag, 2);
+  const configView = new DataView(config.buffer);
   const server = new NinePServer({ path: o.path, ro: o.ro }, o.limits ?? NINEP_LIMITS, o.log);
   let session = -1;
   const model: VirtioDeviceModel = {
@@ -64,11 +66,7 @@ export function ninePModel(ctx: DeviceContext, o: NinePOptions): NinePDevice {
     queueSizes: [NINEP_QUEUE_SIZE],
     features: 1n << BigInt(VIRTIO_9P_F_MOUNT_TAG),
     configSize: config.length,
-    configRead(offset, size) {
-      let v = 0;
-      for (let i = size - 1; i >= 0; i--) v = v * 256 + (config[offset + i] ?? 0);
-      return v;
-    },
+    configRead: (offset, size) => configRead(configView, offset, size),
     configWrite() {},
     reset() { st.session = (st.session + 1) >>> 0; },
     processQueue(q, t) {

@@ -39,6 +39,7 @@ import { BlockPool, type BlockPoolInfo } from "../../block/pool.ts";
 import type { PollSource } from "../../devices/device.ts";
 import { host, POLLIN } from "../../vmm/index.ts";
 import type { VirtioTransport } from "../pci.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export const BLK_DEFAULT_QUEUE_SIZE = 256;
 /** Chains one run handles before it reschedules itself (so one busy queue cannot starve the I/O Worker). */
@@ -79,10 +80,7 @@ export function blkModel(dev: BlkDeviceInfo, o: BlkModelOptions = {}): VirtioDev
     queueSizes: Array.from({ length: dev.numQueues }, () => queueSize),
     features: blkFeatures(dev),
     configSize: BLK_CONFIG_BYTES,
-    configRead(offset, size) {
-      if (offset + size > BLK_CONFIG_BYTES) return 0;
-      return size === 1 ? cfg.getUint8(offset) : size === 2 ? cfg.getUint16(offset, true) : cfg.getUint32(offset, true);
-    },
+    configRead: (offset, size) => configRead(cfg, offset, size),
     configWrite() {},
     processQueue(q, t) {
       tr = t;

@@ -48,6 +48,7 @@ import { notifyKey } from "../notify.ts";
 import { createVirtioPci, VIRTIO_STATUS, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput, type VirtioTransport } from "../pci.ts";
 import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, segmentViews, writeChain } from "../queue.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export const VIRTIO_ID_CONSOLE = 3;
 /** VIRTIO_CONSOLE_F_MULTIPORT (bit 1) */
@@ -160,10 +161,7 @@ export class ConsoleDevice {
       queueSizes: Array.from({ length: consoleQueueCount(this.maxNrPorts) }, () => CONSOLE_QUEUE_SIZE),
       features: CONSOLE_F_MULTIPORT,
       configSize: CONSOLE_CONFIG_BYTES,
-      configRead: (off, size: AccessSize) => {
-        const c = this.config;
-        return size === 1 ? c.getUint8(off) : size === 2 ? c.getUint16(off, true) : c.getUint32(off, true);
-      },
+      configRead: (off, size: AccessSize) => configRead(this.config, off, size),
       configWrite: () => {}, // emerg_wr: EMERG_WRITE is not offered
       processQueue: (q, t) => { this.t = t; this.run(q); },
       reset: () => this.reset(),

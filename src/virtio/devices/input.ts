@@ -37,6 +37,7 @@ import { notifyKey } from "../notify.ts";
 import { createVirtioPci, VIRTIO_STATUS, type VirtioDeviceModel, type VirtioPciFunction, type VirtioPciInput, type VirtioTransport } from "../pci.ts";
 import { pciWhere, virtioPciInput } from "../emulation.ts";
 import { readChain, writeChain } from "../queue.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export const VIRTIO_ID_INPUT = 18;
 export const EVENTQ = 0, STATUSQ = 1;
@@ -258,8 +259,7 @@ export class InputDevice {
   private configRead(off: number, size: AccessSize): number {
     const key = (this.s.select << 8) | this.s.subsel;
     if (key !== this.cfgFor) { this.fillConfig(this.s.select, this.s.subsel); this.cfgFor = key; }
-    const c = this.cfgView;
-    return size === 1 ? c.getUint8(off) : size === 2 ? c.getUint16(off, true) : c.getUint32(off, true);
+    return configRead(this.cfgView, off, size);
   }
 
   /** The configuration the driver sees for (select, subsel). */

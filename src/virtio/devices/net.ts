@@ -33,6 +33,7 @@ import {
   clearRxPool, NET_CONFIG_BYTES, NET_DEFAULT_QUEUE_SIZE, netConfig, RX_POOL_FIELDS, netFeatures, netHdrLen, receiveFrames, tapOffloads, transmitFrames, VIRTIO_ID_NET,
   type FrameIo, type NetCounters, type NetDeviceInfo,
 } from "../net/index.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export { NET_DEFAULT_QUEUE_SIZE };
 export const RXQ = 0, TXQ = 1;
@@ -101,11 +102,7 @@ export class NetDevice {
       queueSizes: [this.dev.queueSize, this.dev.queueSize],
       features: netFeatures(this.dev),
       configSize: NET_CONFIG_BYTES,
-      configRead: (off, size: AccessSize) => {
-        const b = netConfig(this.dev, this.s.linkUp === 1), v = new DataView(b.buffer);
-        if (off + size > NET_CONFIG_BYTES) return 0;
-        return size === 1 ? v.getUint8(off) : size === 2 ? v.getUint16(off, true) : v.getUint32(off, true);
-      },
+      configRead: (off, size: AccessSize) => configRead(new DataView(netConfig(this.dev, this.s.linkUp === 1).buffer), off, size),
       configWrite: () => {}, // the MAC is read-only: VIRTIO_NET_F_CTRL_MAC_ADDR is not offered
       processQueue: (q, t) => { this.t = t; this.run(q === RXQ ? "rx" : "tx"); },
       reset: () => this.reset(),

@@ -29,6 +29,7 @@ import {
   CDB_DEFAULT, CDB_MAX, CDB_MIN, executeCommand, executeControl, SCSI_CFG, SCSI_CONFIG_BYTES, SCSI_Q, scsiConfig, scsiDeviceInfo,
   SENSE_DEFAULT, SENSE_MAX, SENSE_MIN, VIRTIO_ID_SCSI, type ScsiDeviceInfo,
 } from "../scsi/index.ts";
+import { configRead, configWrite } from "../config-space.ts";
 
 export const SCSI_DEFAULT_QUEUE_SIZE = 256;
 const CONTROL_QUEUE_SIZE = 64, EVENT_QUEUE_SIZE = 64;
@@ -64,15 +65,11 @@ export function scsiModel(ctx: DeviceContext, dev: ScsiDeviceInfo, o: ScsiModelO
     queueSizes: [CONTROL_QUEUE_SIZE, EVENT_QUEUE_SIZE, ...Array.from({ length: dev.numQueues }, () => dev.queueSize)],
     features: 0n,
     configSize: SCSI_CONFIG_BYTES,
-    configRead(offset, size) {
-      if (offset + size > SCSI_CONFIG_BYTES) return 0;
-      const c = config();
-      return size === 1 ? c.getUint8(offset) : size === 2 ? c.getUint16(offset, true) : c.getUint32(offset, true);
-    },
+    configRead: (offset, size) => configRead(config(), offset, size),
     configWrite(offset: number, size: AccessSize, value: number) {
-      if (offset + size > SCSI_CONFIG_BYTES) return;
       const c = config();
-      if (size === 1) c.setUint8(offset, value); else if (size === 2) c.setUint16(offset, value, true); else c.setUint32(offset, value, true);
+      if (offset + size > SCSI_CONFIG_BYTES) return;
+      configWrite(c, offset, size, value);
       const touches = (at: number) => offset < at + 4 && at < offset + size;
       if (touches(SCSI_CFG.sense_size)) {
         const v = c.getUint32(SCSI_CFG.sense_size, true);
