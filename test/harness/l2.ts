@@ -22,10 +22,12 @@ import { describeResult, runNested, type NestedResult } from "./nested.ts";
 
 /**
  * vCPUs of the device tests' guests. One: in this nested environment (QEMU TCG's emulated SVM under L1's
- * kvm_amd) a 2-vCPU L2 triple-faults mid-run now and then — measured on the net/scsi/9p boot: 3 of 4
- * runs with 2 vCPUs, 0 of 5 with one; L1's KVM trace shows the fault as an instruction-fetch #PF
- * (not present) on kernel text the vCPU had just executed, pinning the vCPU threads to L1 CPUs does not
- * help. SMP is covered by the linux-guest and platform boots. TSB_L2_CPUS overrides (to reproduce).
+ * kvm_amd) L2 guests triple-fault now and then, far more often with 2 vCPUs — measured on the
+ * net/scsi/9p boot: 3 of 4 runs with 2 vCPUs; with one, 2 faults in 17 device boots (blk, console+input,
+ * net+scsi+9p). L1's KVM trace shows the fault as an instruction-fetch #PF (not present) on kernel text
+ * the vCPU had just executed; pinning the vCPU threads to L1 CPUs does not help. tsb_l2_boot retries a
+ * triple-faulted boot (up to 3 boots). SMP is covered by the linux-guest and platform boots.
+ * TSB_L2_CPUS overrides (to reproduce).
  */
 export const L2_DEVICE_CPUS = Number(process.env.TSB_L2_CPUS ?? 1);
 

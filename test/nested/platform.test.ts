@@ -98,10 +98,11 @@ wait $pid; rc=$?; kill $w 2>/dev/null
 report "$log" sigterm
 [ $rc = 1 ] && tsb_result sigterm.exit pass "rc=$rc" || { tsb_result sigterm.exit fail "rc=$rc"; tail -n 30 "$log" | sed 's/^/[sigterm] /'; }
 # boot 2: halt → exit 2
-for try in 1 2; do
+for try in 1 2 3; do
   log="$TSB_OUT/halt.$try.log"
   timeout -s KILL 180 "$TSB_TSBHYVE" "$TSB_JOB_DIR/halt.toml" > "$log" 2>&1 < /dev/null; rc=$?
-  if [ $try -eq 1 ] && { [ $rc -eq 137 ] || [ $rc -eq 3 ]; } && ! grep -q TSB-GUEST-UP "$log"; then echo "[halt] attempt 1 ended rc=$rc before the marker; retrying"; continue; fi
+  # the nested SVM's triple faults and early hangs (test/harness/l2.ts): up to 3 boots
+  if [ $try -lt 3 ] && { [ $rc -eq 3 ] || { [ $rc -eq 137 ] && ! grep -q TSB-GUEST-UP "$log"; }; }; then echo "[halt] attempt $try ended rc=$rc; retrying"; continue; fi
   break
 done
 report "$log" halt

@@ -2,33 +2,19 @@
  * vCPU pinning in the config: bhyve's vcpu.N.cpuset (TOML [vcpu.N] cpuset) and -p vcpu:hostcpu. The
  * running side (the vCPU threads' affinity) is checked on /dev/kvm in test/payload/payloads.test.ts.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { parseArgs } from "../../src/cli/args.ts";
 import { formatCpuList, parseCpuList } from "../../src/config/cpuset.ts";
 import { dumpConfig } from "../../src/config/dump.ts";
-import { ConfigError, loadConfigText } from "../../src/config/load.ts";
-import { MiB } from "../../src/config/size.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { configFixture } from "./config-fixture.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "tsbhyve-cpuset-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const ROM = join(dir, "rom.fd");
-writeFileSync(ROM, "");
-truncateSync(ROM, 1 * MiB);
+const { dir, touch, load, errorOf } = configFixture("tsbhyve-cpuset-", `cpus = 2\nlpc.bootrom = "rom.fd"\n`);
+touch("rom.fd", 1 << 20);
 const HOST = cpus().length;
-const load = (text: string) => loadConfigText(`cpus = 2\nlpc.bootrom = "rom.fd"\n${text}`, join(dir, "guest.toml"));
-function configError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message;
-  }
-  throw new Error("expected a ConfigError");
-}
 
 describe("host CPU lists", () => {
   test("cpuset(1) form, integers and arrays; sorted, without duplicates", () => {
@@ -59,7 +45,7 @@ describe("vcpu.N.cpuset in the config", () => {
     expect(loadConfigText(dumped, join(dir, "dumped.toml")).cpusets).toEqual(c.cpusets);
   });
   test("errors: a vCPU the guest lacks, a host CPU the host lacks, a bad list, other vcpu keys — all at once, with lines", () => {
-    const msg = configError(() => load(`[vcpu.2]\ncpuset = "0"\n[vcpu.0]\ncpuset = "${HOST}"\n[vcpu.1]\ncpuset = "x"\npriority = 3\n`));
+    const msg = errorOf(() => load(`[vcpu.2]\ncpuset = "0"\n[vcpu.0]\ncpuset = "${HOST}"\n[vcpu.1]\ncpuset = "x"\npriority = 3\n`));
     expect(msg).toContain("vcpu.2.cpuset: expected a vCPU below 2 (the guest has 2), got vCPU 2");
     expect(msg).toContain(`vcpu.0.cpuset: expected host CPUs 0-${HOST - 1} (this host has ${HOST}), got ${HOST}`);
     expect(msg).toContain(`vcpu.1.cpuset: expected a host CPU list like "0-3,6"`);

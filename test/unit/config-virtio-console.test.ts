@@ -3,31 +3,17 @@
  * port named "port1" numbered from 0), the same pairs in TOML, bhyve's config tree port.N.name/path,
  * chardev specs for a port's host end, the port limit and errors with file:line; dump round trip.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { parseArgs } from "../../src/cli/args.ts";
 import { dumpConfig } from "../../src/config/dump.ts";
-import { ConfigError, loadConfigText } from "../../src/config/load.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { configFixture } from "./config-fixture.ts";
 import { consolePortSpec } from "../../src/config/schema.ts";
 import { virtioQueueCount } from "../../src/virtio/notify.ts";
 import { consoleMaxNrPorts, consoleQueueCount } from "../../src/virtio/devices/console.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "tsbhyve-vcon-cfg-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const KERNEL = join(dir, "bzImage");
-writeFileSync(KERNEL, "");
-truncateSync(KERNEL, 4096);
-const HEAD = `boot.kernel = "bzImage"\n`;
-const load = (text: string) => loadConfigText(HEAD + text, join(dir, "guest.toml"));
-function errorOf(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message.replaceAll(dir + "/", "");
-  }
-  throw new Error("expected a ConfigError");
-}
+const { dir, KERNEL, load, errorOf } = configFixture("tsbhyve-vcon-cfg-");
 
 describe("virtio-console config", () => {
   test("-s NAME=PATH pairs: ports numbered from 0 in order, names kept, relative paths against the cwd", () => {

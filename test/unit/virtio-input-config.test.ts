@@ -2,27 +2,11 @@
  * virtio-input configuration: bhyve's `-s N,virtio-input,/dev/input/eventX` (the bare option is `path`),
  * tsbhyve's built-in `model`, exactly one of the two, typed options, errors with file:line.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { parseArgs } from "../../src/cli/args.ts";
-import { ConfigError, loadConfigText } from "../../src/config/load.ts";
+import { configFixture } from "./config-fixture.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "tsbhyve-vinput-cfg-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const KERNEL = join(dir, "bzImage");
-writeFileSync(KERNEL, "");
-truncateSync(KERNEL, 4096);
-const HEAD = `boot.kernel = "bzImage"\n`;
-const load = (text: string) => loadConfigText(HEAD + text, join(dir, "guest.toml"));
-function errorOf(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message.replaceAll(dir + "/", "");
-  }
-  throw new Error("expected a ConfigError");
-}
+const { dir, KERNEL, load, errorOf } = configFixture("tsbhyve-vinput-cfg-");
 
 describe("virtio-input config", () => {
   test("built-in models with name, serial and hello", () => {

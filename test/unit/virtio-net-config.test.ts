@@ -4,13 +4,10 @@
  * "slot-function-name"), the features, config space, header length and the tap offloads derived from
  * negotiated features.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "../../src/cli/args.ts";
-import { ConfigError, loadConfigText } from "../../src/config/load.ts";
+import { configFixture } from "./config-fixture.ts";
 import { virtioQueueCount } from "../../src/virtio/notify.ts";
 import {
   bit, formatMac, generateMac, GSO, HDR_F, NET_CFG, NET_F, netConfig, netFeatures, netHdrLen, parseMac, rxFrameMax, rxHeaderAllowed,
@@ -18,19 +15,7 @@ import {
 } from "../../src/virtio/net/index.ts";
 import { TAP_OFF } from "../../src/vmm/net.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "tsbhyve-vnet-cfg-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const KERNEL = join(dir, "bzImage");
-writeFileSync(KERNEL, "");
-truncateSync(KERNEL, 4096);
-const load = (text: string) => loadConfigText(`boot.kernel = "bzImage"\n${text}`, join(dir, "guest.toml"));
-function errorOf(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message.replaceAll(dir + "/", "");
-  }
-  throw new Error("expected a ConfigError");
-}
+const { dir, KERNEL, load, errorOf } = configFixture("tsbhyve-vnet-cfg-");
 
 describe("virtio-net config", () => {
   test("TOML keys typed, defaults, two queues", () => {

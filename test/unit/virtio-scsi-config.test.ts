@@ -4,31 +4,17 @@
  * errors with file:line (unknown keys, LUN 0 under lun., out-of-range LUNs, missing paths, the same
  * image twice), the dump round trip, and prepare opening every LUN's disk.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { parseArgs } from "../../src/cli/args.ts";
 import { dumpConfig } from "../../src/config/dump.ts";
-import { ConfigError, loadConfigText } from "../../src/config/load.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { configFixture } from "./config-fixture.ts";
 import { describeKeys } from "../../src/config/schema.ts";
 import { prepare, release } from "../../src/vm/prepare.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "tsbhyve-vscsi-cfg-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const KERNEL = join(dir, "bzImage");
-writeFileSync(KERNEL, "");
-truncateSync(KERNEL, 4096);
-for (const f of ["a.img", "b.img", "c.img"]) { writeFileSync(join(dir, f), ""); truncateSync(join(dir, f), 1 << 20); }
-const HEAD = `boot.kernel = "bzImage"\n`;
-const load = (text: string) => loadConfigText(HEAD + text, join(dir, "guest.toml"));
-function errorOf(fn: () => unknown): string {
-  try { fn(); } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message.replaceAll(dir + "/", "");
-  }
-  throw new Error("expected a ConfigError");
-}
+const { dir, KERNEL, touch, load, errorOf } = configFixture("tsbhyve-vscsi-cfg-");
+for (const f of ["a.img", "b.img", "c.img"]) touch(f, 1 << 20);
 
 describe("virtio-scsi config", () => {
   test("TOML: LUN 0 from path, lun.N sub-tables, typed values, defaults, paths against the file's directory", () => {

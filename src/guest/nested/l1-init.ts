@@ -130,8 +130,8 @@ export function jobPrelude(env: Record<string, string>): string {
 #                                             to $TSB_OUT/TAG.<try>.log (path in $tsb_log, status in $tsb_rc) and,
 #                                             as it comes, to L1's console as "[TAG.<try>] <line>"; an
 #                                             attempt that triple-faulted (rc 3), or was killed (rc 137) before
-#                                             TSB-GUEST-UP, is retried once (the nested SVM's own faults,
-#                                             test/harness/l2.ts) and the exit result says "retried";
+#                                             TSB-GUEST-UP, is retried, up to 3 boots (the nested SVM's own
+#                                             faults, test/harness/l2.ts), and the exit result says "retried";
 #                                             each TSB-L2 line becomes a result, and TAG.exit passes iff the status
 #                                             is EXPECT (detail: run ms, guest uptimes at up and at TSB-L2-DONE)
 #   tsb_now_ms                                milliseconds since the epoch
@@ -184,7 +184,7 @@ tsb_guest_check() {
 tsb_l2_boot() {
   _tag=$1; _secs=$2; _want=$3; shift 3
   _note=
-  for _try in 1 2; do
+  for _try in 1 2 3; do
     tsb_log="$TSB_OUT/$_tag.$_try.log"
     _t0=$(tsb_now_ms)
     timeout -s KILL "$_secs" "$@" > "$tsb_log" 2>&1 < /dev/null &
@@ -194,9 +194,9 @@ tsb_l2_boot() {
     wait $_pid; tsb_rc=$?
     wait $_tail
     _ms=$(( $(tsb_now_ms) - _t0 ))
-    if [ "$_try" -eq 1 ] && { [ "$tsb_rc" -eq 3 ] || { [ "$tsb_rc" -eq 137 ] && ! grep -q TSB-GUEST-UP "$tsb_log"; }; }; then
-      echo "[$_tag] attempt 1 ended rc=$tsb_rc; retrying"
-      _note=" retried(attempt-1-rc=$tsb_rc)"
+    if [ "$_try" -lt 3 ] && { [ "$tsb_rc" -eq 3 ] || { [ "$tsb_rc" -eq 137 ] && ! grep -q TSB-GUEST-UP "$tsb_log"; }; }; then
+      echo "[$_tag] attempt $_try ended rc=$tsb_rc; retrying"
+      _note="$_note retried(attempt-$_try-rc=$tsb_rc)"
       continue
     fi
     break
