@@ -184,10 +184,10 @@ export const VIRTIO_BLK_OPTIONS: readonly KeyDef[] = [
 ];
 
 /**
- * virtio-console ports (bhyve: at most 16, node port.N with name and path). The virtio-pci transport
- * serves at most 32 queues and port N uses queues 2N+2 and 2N+3, so tsbhyve takes port numbers 0-14.
+ * virtio-console ports (as bhyve: at most 16, node port.N with name and path). Port N uses queues 2N+2
+ * and 2N+3: 34 queues for 16 ports (the transport serves up to 64).
  */
-export const CONSOLE_MAX_PORTS = 15;
+export const CONSOLE_MAX_PORTS = 16;
 /** A port name (PORT_NAME; udev makes /dev/virtio-ports/NAME of it): printable ASCII, no '/', 1-127 bytes. */
 const CONSOLE_NAME = /^[\x21-\x2e\x30-\x7e]{1,127}$/;
 
@@ -236,7 +236,7 @@ function normalizeConsole(id: string, table: Record<string, unknown>, origins: R
       }
       const n = Number(segs[1]);
       if (n >= CONSOLE_MAX_PORTS) {
-        bad(at, key, `expected a port number 0-${CONSOLE_MAX_PORTS - 1} (bhyve allows 16 ports; port N uses virtqueues 2N+2 and 2N+3 and the transport serves 32), got ${n}`);
+        bad(at, key, `expected a port number 0-${CONSOLE_MAX_PORTS - 1} (bhyve's 16 ports), got ${n}`);
         continue;
       }
       const p = ports.get(n) ?? { at };

@@ -147,12 +147,16 @@ export interface VirtioPciInput {
   overrides?: Partial<PciFunctionSpec>;
 }
 
-const transportLayout = defineLayout("virtio-pci", 1, {
+/** Most virtqueues a function may have (bhyve's virtio-console needs 34: 16 ports). */
+export const MAX_QUEUES = 64;
+const PENDING_WORDS = MAX_QUEUES / 32;
+
+const transportLayout = defineLayout("virtio-pci", 2, {
   drvFeatures: { type: "u32", count: 2 },
   devFeatSel: "u32",
   drvFeatSel: "u32",
-  /** queues notified while no eventfd carried it (bit q) */
-  pending: "u32",
+  /** queues notified while no eventfd carried it (queue q: bit q % 32 of word q / 32) */
+  pending: { type: "u32", count: PENDING_WORDS },
   /** where the ioeventfds are attached (0 = not) */
   attachedMem: "f64",
   attachedPio: "u32",
@@ -194,7 +198,7 @@ export class VirtioTransport {
 
   constructor(inp: VirtioPciInput, readonly model: VirtioDeviceModel) {
     const nq = model.queueSizes.length;
-    if (nq < 1 || nq > 32) throw new Error(`${model.model}: 1-32 queues supported, got ${nq}`);
+    if (nq < 1 || nq > MAX_QUEUES) throw new Error(`${model.model}: 1-${MAX_QUEUES} queues supported, got ${nq}`);
     this.ctx = inp.ctx;
     this.mem = inp.ctx.mem;
     const tid = TRANSITIONAL_ID[model.type];
@@ -302,7 +306,7 @@ export class VirtioTransport {
     s.queueSel = 0;
     s.configVector = VIRTIO_MSI_NO_VECTOR;
     s.isr = 0;
-    s.pending = 0;
+    s.pending.fill(0);
     s.legacy = 0;
     for (const q of this.queues) q.reset(VIRTIO_MSI_NO_VECTOR);
     this.model.reset?.();
@@ -408,13 +412,18 @@ export class VirtioTransport {
     this.syncNotifiers();
     const fd = this.notifyFds[q];
     if (fd !== undefined) { this.efd.signal(fd); return; }
-    this.st.pending = (this.st.pending | (1 << q)) >>> 0;
+    this.markPending(q);
     this.ctx.platform.wakeIo();
   }
 
   /** Run queue q again soon on the I/O Worker (a model that stopped early; lock held). */
   reschedule(q: number): void {
-    this.st.pending = (this.st.pending | (1 << q)) >>> 0;
+    this.markPending(q);
+  }
+
+  private markPending(q: number): void {
+    const p = this.st.pending;
+    p[q >>> 5] = (p[q >>> 5]! | (1 << (q & 31))) >>> 0;
   }
 
   /** Attach the eventfds where the BARs are now (lock held; any thread). */
@@ -475,14 +484,19 @@ export class VirtioTransport {
     return this.model.pollSources ? [...queues, ...this.model.pollSources()] : queues;
   }
 
-  deadline(): number { return this.st.pending ? 0 : Infinity; }
+  deadline(): number {
+    const p = this.st.pending;
+    for (let i = 0; i < PENDING_WORDS; i++) if (p[i] !== 0) return 0;
+    return Infinity;
+  }
 
   expire(): void {
     this.fn.lock.acquire();
     try {
-      const bits = this.st.pending;
-      this.st.pending = 0;
-      for (let q = 0; q < this.queues.length; q++) if ((bits >>> q) & 1) this.process(q);
+      const p = this.st.pending;
+      const bits = Array.from(p);
+      p.fill(0);
+      for (let q = 0; q < this.queues.length; q++) if ((bits[q >>> 5]! >>> (q & 31)) & 1) this.process(q);
     } finally { this.fn.lock.release(); }
   }
 

@@ -50,14 +50,14 @@ describe("virtio-console config", () => {
 
   test("errors name the file and line", () => {
     const e = errorOf(() => load(`[pci.0.5.0]\ndevice = "virtio-console"\n` + // lines 2-3
-      `[pci.0.5.0.port.15]\npath = "/tmp/x"\n` + // 4-5
+      `[pci.0.5.0.port.16]\npath = "/tmp/x"\n` + // 4-5
       `[pci.0.5.0.port.2]\nname = "has space"\npath = "/tmp/y"\n` + // 6-8
       `[pci.0.5.0.port.3]\nname = "noPath"\n` + // 9-10
       `[pci.0.5.0.port.5]\npath = "tcp=99999"\nbogus = 1\n` + // 11-13
       `[pci.0.5.0.port.6]\npath = "/tmp/dup"\n[pci.0.5.0.port.7]\npath = "/tmp/dup"\n`)); // 14-17
     expect(e.split("\n")).toEqual([
-      "guest.toml:5: pci.0.5.0.port.15.path: expected a port number 0-14 (bhyve allows 16 ports; port N uses virtqueues 2N+2 and 2N+3 and the transport serves 32), got 15",
-      "guest.toml:13: pci.0.5.0.port.5.bogus: expected port.N.name or port.N.path (N = 0-14)",
+      "guest.toml:5: pci.0.5.0.port.16.path: expected a port number 0-15 (bhyve's 16 ports), got 16",
+      "guest.toml:13: pci.0.5.0.port.5.bogus: expected port.N.name or port.N.path (N = 0-15)",
       "guest.toml:8: pci.0.5.0.port.2.name: expected a port name of 1-127 printable ASCII characters without spaces or '/', got \"has space\"",
       "guest.toml:10: pci.0.5.0.port.3.path: missing: a port needs path = a Unix socket path (or a chardev like \"pty\")",
       "guest.toml:12: pci.0.5.0.port.5.path: tcp=: expected a port 1-65535, got \"99999\"",
@@ -65,11 +65,14 @@ describe("virtio-console config", () => {
     ].sort((a, b) => Number(a.split(":")[1]) - Number(b.split(":")[1])));
   });
 
-  test("command-line errors: a bare path, a pair without a path, too many ports", () => {
+  test("command-line errors: a bare path, a pair without a path, too many ports (bhyve's 16 are fine: 34 queues)", () => {
     const bare = () => parseArgs(["-k", KERNEL, "-s", "5,virtio-console,/tmp/c.sock", "vm"], { cwd: dir });
     expect(() => bare()).toThrow(/pci\.0\.5\.0\.path: expected NAME=PATH port pairs/);
-    const many = Array.from({ length: 16 }, (_, i) => `p${i}=/tmp/s${i}`).join(",");
-    expect(() => parseArgs(["-k", KERNEL, "-s", `5,virtio-console,${many}`, "vm"], { cwd: dir })).toThrow(/pci\.0\.5\.0\.p15: too many ports: at most 15/);
+    const ports = (n: number) => Array.from({ length: n }, (_, i) => `p${i}=/tmp/s${i}`).join(",");
+    const sixteen = parseArgs(["-k", KERNEL, "-s", `5,virtio-console,${ports(16)}`, "vm"], { cwd: dir }).config!.pci["0.5.0"]!;
+    expect(Object.keys(sixteen.port as object)).toHaveLength(16);
+    expect(virtioQueueCount(sixteen)).toBe(34);
+    expect(() => parseArgs(["-k", KERNEL, "-s", `5,virtio-console,${ports(17)}`, "vm"], { cwd: dir })).toThrow(/pci\.0\.5\.0\.p16: too many ports: at most 16/);
     expect(() => parseArgs(["-k", KERNEL, "-s", "5,virtio-console,a=", "vm"], { cwd: dir })).toThrow(/pci\.0\.5\.0\.a: expected a Unix socket path/);
   });
 

@@ -77,7 +77,7 @@ function rig(portDefs: { id: number; name?: string }[]) {
       await Bun.sleep(1);
     }
   };
-  return { ports, platform, mem, cr, cfg, features, bringUp, kick, round, pump, nq };
+  return { ports, platform, mem, cr, cfg, features, bringUp, kick, round, pump, nq, io: io.fn };
 }
 
 type Rig = ReturnType<typeof rig>;
@@ -295,6 +295,42 @@ describe("virtio-console device", () => {
     await r.pump(() => { feed(); return k.bytes().length >= total; }, "all output at the client", 10000);
     expect(k.bytes().length).toBe(total);
     expect(Buffer.from(k.bytes()).equals(Buffer.from(data))).toBe(true);
+    k.sock.destroy();
+  });
+
+  test("bhyve's 16 ports: port 15 (virtqueues 32 and 33 of 34) carries data both ways; queues past 31 also run from pending bits", async () => {
+    const r = rig([{ id: 0, name: "first" }, { id: 15, name: "last" }]);
+    expect(r.nq).toBe(34);
+    expect(r.cfg(4, 4)).toBe(16); // max_nr_ports
+    const d = r.bringUp();
+    const c = controller(r, d);
+    c.post(16);
+    c.send(0, CONSOLE_CTRL.DEVICE_READY, 1);
+    expect(c.received()).toEqual([[0, CONSOLE_CTRL.DEVICE_ADD, 1], [15, CONSOLE_CTRL.DEVICE_ADD, 1]]);
+    c.send(15, CONSOLE_CTRL.PORT_READY, 1);
+    expect(c.received()).toEqual([[15, CONSOLE_CTRL.PORT_NAME, 1, "last"]]);
+    const k = await client(r.ports[1]!.path);
+    await r.pump(() => c.received().some((m) => m[0] === 15 && m[1] === CONSOLE_CTRL.PORT_OPEN && m[2] === 1), "PORT_OPEN 15");
+    c.send(15, CONSOLE_CTRL.PORT_OPEN, 1);
+    sendTx(r, d, 15, [new TextEncoder().encode("from port 15\n")]);
+    await r.pump(() => k.data() === "from port 15\n", "port 15 output");
+    // the transmit queue (33) notified without an eventfd: the transport's pending bit for queue 33
+    const tx = d[txQueue(15)]!;
+    tx.add([{ len: 5, data: new TextEncoder().encode("more\n") }]);
+    tx.publish();
+    const fn = r.io;
+    expect(fn.deadline()).toBe(Infinity);
+    fn.transport.reschedule(txQueue(15));
+    expect(fn.deadline()).toBe(0);
+    fn.expire();
+    expect(fn.deadline()).toBe(Infinity);
+    await r.pump(() => k.data() === "from port 15\nmore\n", "output through the pending bit");
+    const addrs = new Map<number, number>();
+    postRx(r, d, 15, 2, 64, addrs);
+    k.sock.write("to 15\n");
+    const got: Uint8Array[] = [];
+    await r.pump(() => { got.push(takeRx(r, d, 15, addrs)); return got.reduce((a, g) => a + g.length, 0) === 6; }, "port 15 input");
+    expect(new TextDecoder().decode(Buffer.concat(got))).toBe("to 15\n");
     k.sock.destroy();
   });
 

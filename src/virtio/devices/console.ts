@@ -1,8 +1,8 @@
 /**
  * virtio-console (virtio 1.2 §5.3), device type 3, transitional PCI ID 1AF4:1003, class "other simple
  * communications" (07 80). bhyve's device: ports with a name and a host end (a Unix socket tsbhyve creates
- * and listens on, one client at a time; tsbhyve also takes any chardev: pty, tcp=..., a tty), at most 15
- * here (see CONSOLE_MAX_PORTS), VIRTIO_CONSOLE_F_MULTIPORT only: no CONSOLE_PORT (no hvc console), no
+ * and listens on, one client at a time; tsbhyve also takes any chardev: pty, tcp=..., a tty), at most 16
+ * as in bhyve (see CONSOLE_MAX_PORTS), VIRTIO_CONSOLE_F_MULTIPORT only: no CONSOLE_PORT (no hvc console), no
  * SIZE/resize, no EMERG_WRITE.
  *
  * Queues (§5.3.2): port 0 receiveq 0 / transmitq 1, control receiveq (c_ivq) 2 / control transmitq
