@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bus } from "../../src/devices/bus.ts";
-import type { DeviceContext, Platform } from "../../src/devices/device.ts";
+import type { DeviceContext } from "../../src/devices/device.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, region } from "../../src/mem/guest-memory.ts";
 import { createFwCfg, DMA_CTL, fwcfgLayout, isGuestRam } from "../../src/fwcfg/device.ts";
@@ -18,17 +18,10 @@ import { buildE820, encodeE820 } from "../../src/loader/e820.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { parseSmbiosTable } from "../../src/smbios/smbios.ts";
 import { PORTS } from "../../src/platform/map.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
 const MiB = 1 << 20;
 
-class FakePlatform implements Platform {
-  logs: string[] = [];
-  irqLine(): void {}
-  msi(): void {}
-  requestExit(): void {}
-  wakeIo(): void {}
-  log(msg: string): void { this.logs.push(msg); }
-}
 
 const enc = new TextEncoder();
 const FILES = [
@@ -43,7 +36,7 @@ function setup(items: FwCfgItems = fwcfgItems({ cpus: 3, e820: E820, files: FILE
   const regions = GuestMemory.fake(64 * MiB).regions.slice();
   if (opts?.withRom) regions.push(region(0xffff_0000, new Uint8Array(0x10000), 0, "rom"));
   const mem = new GuestMemory(regions);
-  const platform = new FakePlatform();
+  const platform = new RecordingPlatform();
   const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(StateArena.sizeFor([fwcfgLayout]))), platform, role: "vcpu" };
   const dev = createFwCfg(ctx, items);
   dev.lock!.acquire();
@@ -219,7 +212,7 @@ describe("fw_cfg DMA", () => {
   test("without a DMA port the ID says so", () => {
     const items = fwcfgItems({ cpus: 1, files: [] });
     const mem = GuestMemory.fake(64 * MiB);
-    const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(StateArena.sizeFor([fwcfgLayout]))), platform: new FakePlatform(), role: "vcpu" };
+    const ctx: DeviceContext = { mem, arena: new StateArena(new SharedArrayBuffer(StateArena.sizeFor([fwcfgLayout]))), platform: new RecordingPlatform(), role: "vcpu" };
     const dev = createFwCfg(ctx, items, { dmaPort: null });
     expect(dev.ranges.length).toBe(1);
     dev.write("pio", 0x510, 0, 2, FW_CFG.ID);
@@ -229,7 +222,7 @@ describe("fw_cfg DMA", () => {
     const items = fwcfgItems({ cpus: 1, files: FILES });
     const mem = GuestMemory.fake(64 * MiB);
     const buf = new SharedArrayBuffer(StateArena.sizeFor([fwcfgLayout]));
-    const mk = () => createFwCfg({ mem, arena: new StateArena(buf), platform: new FakePlatform(), role: "vcpu" }, items);
+    const mk = () => createFwCfg({ mem, arena: new StateArena(buf), platform: new RecordingPlatform(), role: "vcpu" }, items);
     const a = mk(), b = mk();
     a.write("pio", 0x510, 0, 2, FW_CFG.SIGNATURE);
     expect([a.read("pio", 0x510, 1, 1), b.read("pio", 0x510, 1, 1)]).toEqual([0x51, 0x45]);

@@ -5,29 +5,20 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Bus } from "../../src/devices/bus.ts";
-import type { DeviceContext, Platform } from "../../src/devices/device.ts";
+import type { DeviceContext } from "../../src/devices/device.ts";
 import {
   createHpet, GEN_CONF, HPET_BASE, HPET_CAPABILITIES, HPET_PERIOD_FS, HPET_REG, HPET_ROUTE_CAP, TN, type HpetDevice,
 } from "../../src/devices/hpet.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory } from "../../src/mem/guest-memory.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-class FakePlatform implements Platform {
-  irq: [number, 0 | 1][] = [];
-  wakes = 0;
-  irqLine(gsi: number, level: 0 | 1): void { this.irq.push([gsi, level]); }
-  msi(): void {}
-  requestExit(code: number, reason: string): void { throw new Error(`requestExit(${code}): ${reason}`); }
-  wakeIo(): void { this.wakes++; }
-  log(): void {}
-  take(): [number, 0 | 1][] { const r = this.irq; this.irq = []; return r; }
-}
 
 const T0 = 1_000_000_000_000; // an arbitrary host monotonic time
 const mem = GuestMemory.fake(1 << 20);
 
 function rig() {
-  const plat = new FakePlatform();
+  const plat = new RecordingPlatform({ throwOnExit: true });
   const buf = new SharedArrayBuffer(4096);
   const clock = { t: T0, step: 0 };
   const now = () => { const t = clock.t; clock.t += clock.step; return t; };
@@ -400,6 +391,6 @@ describe("HPET fuzz", () => {
       if (d <= clock.t) { io.expire!(clock.t); expect(io.deadline!()).toBeGreaterThan(clock.t); }
     }
     // every line the device raised through level mode is a legal pin
-    for (const [g] of plat.irq) expect([0, 8, 20, 21, 22, 23]).toContain(g);
+    for (const [g] of plat.irqs) expect([0, 8, 20, 21, 22, 23]).toContain(g);
   });
 });

@@ -19,18 +19,8 @@ import {
   type PciFunctionSpec,
 } from "../../src/pci/index.ts";
 import { CFG, COMMAND, MSI, MSIX, STATUS } from "../../src/pci/regs.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-class FakePlatform implements Platform {
-  irqs: [number, number][] = [];
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  exits: number[] = [];
-  irqLine(gsi: number, level: 0 | 1): void { this.irqs.push([gsi, level]); }
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(code: number): void { this.exits.push(code); }
-  wakeIo(): void {}
-  log(msg: string): void { this.logs.push(msg); }
-}
 
 const cfgAddr = (bus: number, slot: number, fn: number, reg: number) => (0x8000_0000 | (bus << 16) | (slot << 11) | (fn << 8) | (reg & 0xfc)) >>> 0;
 const ecamAddr = (bus: number, slot: number, fn: number, reg: number) => MEMMAP.ecam.base + ((bus << 20) | (slot << 15) | (fn << 12) | reg);
@@ -60,7 +50,7 @@ function thread(buf: SharedArrayBuffer, platform: Platform, build: (ctx: DeviceC
 /** Hand-built functions at given addresses behind both mechanisms, on two "threads". */
 function rig(specs: [addr: [number, number, number], spec: PciFunctionSpec][], opts: { ramSize?: number; withPm?: boolean } = {}) {
   const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
+  const platform = new RecordingPlatform();
   const build = (ctx: DeviceContext): Device[] => {
     const gen = sharedMapGeneration(ctx.arena);
     const router = new PirqRouter(ctx);
@@ -112,7 +102,7 @@ describe("configuration access", () => {
     a.outl(0xcf8, 0x80000400); // bit 10 is RST_CPU in 0xCF9: a dword write must not reach it
     expect(platform.exits).toEqual([]);
     a.outb(0xcf9, 0x06);
-    expect(platform.exits).toEqual([0]);
+    expect(platform.exits.map((e) => e.code)).toEqual([0]);
     a.outl(0xcf8, 0x00000000);
     expect(a.inl(0xcfc)).toBe(0xffffffff); // enable bit clear: data port reads all-ones
   });
@@ -376,7 +366,7 @@ const baseCfg = (pci: VmConfig["pci"], extra: Partial<VmConfig> = {}): VmConfig 
 
 function chipset(cfg: VmConfig) {
   const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
+  const platform = new RecordingPlatform();
   const build = (ctx: DeviceContext): Device[] => [
     createReset(ctx),
     createAcpiPm(ctx, { follow: sharedPmBase(ctx.arena, PORTS.pmBase) }),
@@ -445,7 +435,7 @@ describe("chipset personas", () => {
 
   test("INTx follows the route register into the PIC (ISA IRQ) as well as the IOAPIC", () => {
     const buf = new SharedArrayBuffer(1 << 20);
-    const platform = new FakePlatform();
+    const platform = new RecordingPlatform();
     const cfg = baseCfg({ "0.0.0": { device: "hostbridge" }, "0.1.0": { device: "lpc" } });
     const extraSpec: PciFunctionSpec = { model: "nic", ...ids, intPin: 1 };
     let nic!: PciFunction;
@@ -483,7 +473,7 @@ describe("chipset personas", () => {
     expect(b.inw(0xb004) & 1).toBe(1);
     expect(b.inw(PORTS.pmBase + 4)).toBe(0xffff);
     b.outw(0xb004, (5 << 10) | (1 << 13)); // S5 through the moved block, from the other thread
-    expect(platform.exits).toEqual([1]);
+    expect(platform.exits.map((e) => e.code)).toEqual([1]);
     // PMBA bits below 6 are not writable
     a.cw(0, 1, 3, 0x40, 0xc03f);
     expect(a.cr(0, 1, 3, 0x40)).toBe(0xc001);

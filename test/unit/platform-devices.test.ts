@@ -14,22 +14,13 @@ import { createReset, resetLayout } from "../../src/devices/reset.ts";
 import { createI8042, i8042Layout, STATUS, CMD_BYTE, OUT_PORT } from "../../src/devices/i8042.ts";
 import { createPost, postLayout, DEBUGCON_READBACK, type PostOptions } from "../../src/devices/post.ts";
 import { createTestdev, testdevLayout, testdevExitStatus } from "../../src/devices/testdev.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-class FakePlatform implements Platform {
-  exits: { code: number; reason: string }[] = [];
-  irqs: [number, number][] = [];
-  logs: string[] = [];
-  irqLine(gsi: number, level: 0 | 1): void { this.irqs.push([gsi, level]); }
-  msi(): void {}
-  requestExit(code: number, reason: string): void { this.exits.push({ code, reason }); }
-  wakeIo(): void {}
-  log(msg: string): void { this.logs.push(msg); }
-}
 
 function machine(layouts: Layout<LayoutSpec>[], shared = true) {
   const size = StateArena.sizeFor(layouts);
   const buf = shared ? new SharedArrayBuffer(size) : new ArrayBuffer(size);
-  const platform = new FakePlatform();
+  const platform = new RecordingPlatform();
   const ctx: DeviceContext = { mem: {} as GuestMemory, arena: new StateArena(buf), platform, role: "vcpu" };
   const bus = new Bus();
   const devices: Device[] = [];

@@ -5,23 +5,14 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Bus } from "../../src/devices/bus.ts";
-import type { DeviceContext, Platform } from "../../src/devices/device.ts";
+import type { DeviceContext } from "../../src/devices/device.ts";
 import {
   CMOS, cmosConfigBytes, createRtc, REG_A, REG_B, REG_C, RTC_CENTURY_INDEX, RTC_REG, rtcPeriodNs, type RtcDevice,
 } from "../../src/devices/rtc.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory } from "../../src/mem/guest-memory.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-class FakePlatform implements Platform {
-  irq: [number, 0 | 1][] = [];
-  wakes = 0;
-  irqLine(gsi: number, level: 0 | 1): void { this.irq.push([gsi, level]); }
-  msi(): void {}
-  requestExit(code: number, reason: string): void { throw new Error(`requestExit(${code}): ${reason}`); }
-  wakeIo(): void { this.wakes++; }
-  log(): void {}
-  take(): [number, 0 | 1][] { const r = this.irq; this.irq = []; return r; }
-}
 
 const T0 = 5_000_000_000_000;
 /** 2024-02-29 23:59:58.500 UTC, a Thursday */
@@ -32,7 +23,7 @@ const GiB = 2 ** 30, MiB = 2 ** 20;
 const mem = GuestMemory.fake(1 << 20);
 
 function rig(o: { localtime?: boolean; ramSize?: number; cpus?: number; wall?: number } = {}) {
-  const plat = new FakePlatform();
+  const plat = new RecordingPlatform({ throwOnExit: true });
   const buf = new SharedArrayBuffer(4096);
   const clock = { t: T0 };
   const taken = { v: false };

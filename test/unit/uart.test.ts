@@ -13,32 +13,23 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { closeChardev, openChardev, type ChardevHandle } from "../../src/chardev/index.ts";
 import { Bus } from "../../src/devices/bus.ts";
-import type { DeviceContext, Platform, PollSource } from "../../src/devices/device.ts";
+import type { DeviceContext, PollSource } from "../../src/devices/device.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import {
   COM_PORTS, createUart, FCR, IER, IIR, LSR, MCR, MSR, REG, TX_RING, type UartDevice,
 } from "../../src/devices/uart16550.ts";
 import { GuestMemory } from "../../src/mem/guest-memory.ts";
 import { host } from "../../src/vmm/index.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
 const BASE = 0x3f8, GSI = 4;
 
-class FakePlatform implements Platform {
-  irqCalls: [number, 0 | 1][] = [];
-  level = 0;
-  wakes = 0;
-  irqLine(gsi: number, level: 0 | 1): void { this.irqCalls.push([gsi, level]); this.level = level; }
-  msi(): void {}
-  requestExit(code: number, reason: string): void { throw new Error(`requestExit(${code}): ${reason}`); }
-  wakeIo(): void { this.wakes++; }
-  log(): void {}
-}
 
 /** A miniature I/O Worker with the real one's rules: re-collect on wake or when a handler returns false. */
 class MiniIo {
   private sources: PollSource[] = [];
   private seenWakes = -1;
-  constructor(private readonly dev: UartDevice, private readonly plat: FakePlatform) {}
+  constructor(private readonly dev: UartDevice, private readonly plat: RecordingPlatform) {}
   /** One poll round; returns how many sources fired. */
   pump(timeoutMs = 0): number {
     if (this.plat.wakes !== this.seenWakes) this.collect();
@@ -64,7 +55,7 @@ class MiniIo {
 }
 
 interface Rig {
-  plat: FakePlatform;
+  plat: RecordingPlatform;
   dev: UartDevice;
   io: MiniIo;
   inb(off: number): number;
@@ -72,7 +63,7 @@ interface Rig {
 }
 
 function rig(chardev?: ChardevHandle): Rig {
-  const plat = new FakePlatform();
+  const plat = new RecordingPlatform({ throwOnExit: true });
   const buf = new SharedArrayBuffer(64 * 1024);
   const mem = GuestMemory.fake(1 << 20);
   const mk = (role: "vcpu" | "io"): UartDevice => {
@@ -291,7 +282,7 @@ describe("registers (Linux 8250 probe)", () => {
     expect(r.inb(REG.LCR)).toBe(0);
     expect(r.inb(REG.MCR)).toBe(0);
     expect(r.inb(REG.LSR)).toBe(LSR.THRE | LSR.TEMT);
-    expect(r.plat.irqCalls).toEqual([]);
+    expect(r.plat.irqs).toEqual([]);
   });
 
   test("autoconfig detects a 16550A and size_fifo measures 16 bytes", () => {
@@ -301,7 +292,7 @@ describe("registers (Linux 8250 probe)", () => {
     // loopback overrun was flagged, and reading LSR cleared it
     expect(r.inb(REG.LSR) & LSR.OE).toBe(0);
     // the probe never drove the IRQ line (OUT2 off / loopback)
-    expect(r.plat.irqCalls).toEqual([]);
+    expect(r.plat.irqs).toEqual([]);
   });
 
   test("scratch register and divisor latch", () => {
@@ -389,19 +380,19 @@ describe("interrupts", () => {
     const g = new Guest(r);
     expect(g.startup().threBug).toBe(false);
     // during startup OUT2 was off: the THRE interrupts never reached the line
-    expect(r.plat.irqCalls).toEqual([]);
+    expect(r.plat.irqs).toEqual([]);
     // OUT2 on, enable THRE: line goes up once
     r.outb(REG.IER, IER.ETBEI);
-    expect(r.plat.irqCalls).toEqual([[GSI, 1]]);
+    expect(r.plat.irqs).toEqual([[GSI, 1]]);
     r.inb(REG.LSR); r.inb(REG.SCR); // unrelated accesses: no new calls
-    expect(r.plat.irqCalls).toEqual([[GSI, 1]]);
+    expect(r.plat.irqs).toEqual([[GSI, 1]]);
     // dropping OUT2 gates the line, raising it brings it back
     r.outb(REG.MCR, MCR.DTR | MCR.RTS);
     r.outb(REG.MCR, MCR.DTR | MCR.RTS | MCR.OUT2);
-    expect(r.plat.irqCalls).toEqual([[GSI, 1], [GSI, 0], [GSI, 1]]);
+    expect(r.plat.irqs).toEqual([[GSI, 1], [GSI, 0], [GSI, 1]]);
     // reading IIR (THRE is the source) clears it
     expect(r.inb(REG.IIR)).toBe(IIR.FIFO | IIR.THRE);
-    expect(r.plat.irqCalls.at(-1)).toEqual([GSI, 0]);
+    expect(r.plat.irqs.at(-1)).toEqual([GSI, 0]);
     expect(r.inb(REG.IIR)).toBe(IIR.FIFO | IIR.NONE);
     // toggling ETBEI re-asserts it (the transmitter is idle)
     r.outb(REG.IER, 0);
@@ -410,13 +401,13 @@ describe("interrupts", () => {
     // loopback cuts the line even with OUT2 set
     r.outb(REG.IER, 0);
     r.outb(REG.IER, IER.ETBEI);
-    const n = r.plat.irqCalls.length;
+    const n = r.plat.irqs.length;
     expect(r.plat.level).toBe(1);
     r.outb(REG.MCR, MCR.LOOP | MCR.OUT2);
-    expect(r.plat.irqCalls.length).toBe(n + 1);
+    expect(r.plat.irqs.length).toBe(n + 1);
     expect(r.plat.level).toBe(0);
     // consecutive calls always alternate (never the same level twice)
-    const levels = r.plat.irqCalls.map(([, l]) => l);
+    const levels = r.plat.irqs.map(([, l]) => l);
     for (let i = 1; i < levels.length; i++) expect(levels[i]).not.toBe(levels[i - 1]!);
   });
 

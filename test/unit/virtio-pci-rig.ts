@@ -12,7 +12,7 @@
  */
 import { expect } from "bun:test";
 import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform } from "../../src/devices/device.ts";
+import type { Device, DeviceContext } from "../../src/devices/device.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import type { GuestMemory } from "../../src/mem/guest-memory.ts";
 import { MEMMAP } from "../../src/platform/map.ts";
@@ -22,18 +22,8 @@ import { powerOnMachine } from "../../src/vm/machine.ts";
 import { POLLIN } from "../../src/vmm/index.ts";
 import { CAP_TYPE, COMMON, VIRTIO_F, VIRTIO_STATUS, type VirtioPciFunction, type VirtioPciInput } from "../../src/virtio/pci.ts";
 import { FakeDriver, modernLayout } from "./virtio-driver.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-export class RigPlatform implements Platform {
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  irqs: [number, number][] = [];
-  wakes = 0;
-  irqLine(gsi: number, level: 0 | 1): void { this.irqs.push([gsi, level]); }
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(): void {}
-  wakeIo(): void { this.wakes++; }
-  log(msg: string): void { this.logs.push(msg); }
-}
 
 /** What `build` may return: the function, or the function with device objects a test wants to reach. */
 export type Built<X> = VirtioPciFunction | ({ fn: VirtioPciFunction } & X);
@@ -42,7 +32,7 @@ export interface PciRigOptions<X> {
   mem: GuestMemory;
   /** queues of the device (one fake eventfd each: 100 + q) */
   queues: number;
-  build(inp: VirtioPciInput, ctx: DeviceContext, platform: RigPlatform): Built<X>;
+  build(inp: VirtioPciInput, ctx: DeviceContext, platform: RecordingPlatform): Built<X>;
   slot?: number;
   /** size of RAM below the PCI hole for the BAR windows (default 64 MiB) */
   ramBytes?: number;
@@ -72,7 +62,7 @@ export function virtioPciRig<X = object>(o: PciRigOptions<X>) {
   const mem = o.mem, slot = o.slot ?? 4;
   const ecam = (reg: number) => MEMMAP.ecam.base + ((slot << 15) | reg);
   const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new RigPlatform();
+  const platform = new RecordingPlatform();
   const signals: number[] = [];
   const notifyFds = Array.from({ length: o.queues }, (_, q) => 100 + q);
   const build = (role: DeviceContext["role"]) => {

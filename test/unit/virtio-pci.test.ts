@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Bus, sharedMapGeneration } from "../../src/devices/bus.ts";
-import type { Device, DeviceContext, Platform, Space } from "../../src/devices/device.ts";
+import type { Device, DeviceContext, Space } from "../../src/devices/device.ts";
 import { StateArena } from "../../src/devices/state.ts";
 import { GuestMemory, MiB } from "../../src/mem/guest-memory.ts";
 import { MEMMAP, pirqOf } from "../../src/platform/map.ts";
@@ -21,18 +21,8 @@ import {
   CAP_TYPE, COMMON, createVirtioPci, LEGACY, VIRTIO_F, VIRTIO_MSI_NO_VECTOR, VIRTIO_STATUS, VirtioPciFunction, type IoEventFdAttach, type VirtioDeviceModel,
 } from "../../src/virtio/pci.ts";
 import { FakeDriver, legacyLayout, modernLayout } from "./virtio-driver.ts";
+import { RecordingPlatform } from "./fake-platform.ts";
 
-class FakePlatform implements Platform {
-  irqs: [number, number][] = [];
-  msis: [number, number][] = [];
-  logs: string[] = [];
-  wakes = 0;
-  irqLine(gsi: number, level: 0 | 1): void { this.irqs.push([gsi, level]); }
-  msi(addr: number, data: number): void { this.msis.push([addr, data]); }
-  requestExit(): void {}
-  wakeIo(): void { this.wakes++; }
-  log(msg: string): void { this.logs.push(msg); }
-}
 
 const SLOT = 4;
 const ecam = (reg: number) => MEMMAP.ecam.base + ((SLOT << 15) | reg);
@@ -41,7 +31,7 @@ interface RigOpts { fds?: boolean; model?: () => VirtioDeviceModel; transitional
 
 function rig(opts: RigOpts = {}) {
   const buf = new SharedArrayBuffer(1 << 20);
-  const platform = new FakePlatform();
+  const platform = new RecordingPlatform();
   const mem = GuestMemory.fake(64 * MiB);
   const signals: number[] = [];
   const drains: number[] = [];
