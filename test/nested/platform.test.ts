@@ -79,7 +79,7 @@ manufacturer = "Acme Boards"
 const JOB = `
 report() { grep '^TSB-L2 ' "$1" | tr -d '\\r' | while read -r _ n s d; do tsb_result "$2.$n" "$s" "$d"; done; }
 # boot 1: checks, RTC vs L1's clock, then SIGTERM → ACPI power button → guest powers off → exit 1.
-# An attempt that dies (rc 3) or stalls before READY is retried once and reported (see linux-guest.test.ts).
+# An attempt that stalls before READY or triple-faults is retried (up to 3 boots) and reported.
 boot1() {
   log="$TSB_OUT/sigterm.$1.log"
   "$TSB_TSBHYVE" "$TSB_JOB_DIR/sigterm.toml" > "$log" 2>&1 < /dev/null &
@@ -89,12 +89,22 @@ boot1() {
   now=$(date +%s); rtc=$(grep -o 'TSB-L2-RTC [0-9]*' "$log" | cut -d' ' -f2)
   i=0; while [ $i -lt 600 ] && kill -0 $pid 2>/dev/null && ! grep -q TSB-L2-READY "$log"; do sleep 0.1; i=$((i+1)); done
 }
-boot1 1; retried=
-if ! grep -q TSB-L2-READY "$log"; then kill -KILL $pid 2>/dev/null; wait $pid; echo "[sigterm] attempt 1 ended before READY; retrying"; retried=" retried"; boot1 2; fi
+retried=
+for try in 1 2 3; do
+  boot1 $try
+  if ! grep -q TSB-L2-READY "$log"; then
+    kill -KILL $pid 2>/dev/null; wait $pid; rc=$?
+    if [ $try -lt 3 ]; then echo "[sigterm] attempt $try ended before READY (rc=$rc); retrying"; retried="$retried retried(attempt-$try-rc=$rc)"; continue; fi
+    break
+  fi
+  kill -TERM $pid
+  ( sleep 90; kill -KILL $pid 2>/dev/null ) & w=$!
+  wait $pid; rc=$?; kill $w 2>/dev/null
+  # a triple fault at any point is the nested SVM's (test/harness/l2.ts): boot again, up to 3 boots
+  if [ $rc = 3 ] && [ $try -lt 3 ]; then echo "[sigterm] attempt $try triple-faulted; retrying"; retried="$retried retried(attempt-$try-rc=3)"; continue; fi
+  break
+done
 if [ -n "$rtc" ]; then d=$((rtc - now)); [ \${d#-} -le 2 ] && tsb_result sigterm.rtc pass "guest=$rtc host=$now$retried" || tsb_result sigterm.rtc fail "guest=$rtc host=$now"; else tsb_result sigterm.rtc fail "no RTC line"; fi
-kill -TERM $pid
-( sleep 90; kill -KILL $pid 2>/dev/null ) & w=$!
-wait $pid; rc=$?; kill $w 2>/dev/null
 report "$log" sigterm
 [ $rc = 1 ] && tsb_result sigterm.exit pass "rc=$rc" || { tsb_result sigterm.exit fail "rc=$rc"; tail -n 30 "$log" | sed 's/^/[sigterm] /'; }
 # boot 2: halt → exit 2
