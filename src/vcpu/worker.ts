@@ -18,7 +18,7 @@ self.onmessage = (ev: MessageEvent<VcpuInit>) => {
     const env = setupThread(init, "vcpu", post);
     const vcpu = env.vm.vcpu(init.vcpu);
     const pin = init.cfg.cpusets[init.vcpu];
-    if (pin) host.setThreadAffinity(pin); // before the name: a thread called "vcpu N" is already pinned
+    if (pin) host.setThreadAffinity(pin); // before the vCPU's first KVM_RUN
     vcpu.bindThread(`vcpu ${init.vcpu}`);
     exits = runVcpu(
       {

@@ -27,10 +27,17 @@ describe("boot ROM payloads on /dev/kvm", () => {
         text: "hello from tsbhyve payload",
         run: async (pid) => {
           const { readdirSync } = await import("node:fs");
-          for (const t of readdirSync(`/proc/${pid}/task`)) {
-            const name = readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
-            threads.push(name);
-            allowed.set(name, /Cpus_allowed_list:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/task/${t}/status`, "utf8"))?.[1] ?? "?");
+          // vCPU 1's Worker (the AP, never started by the guest) may still be setting up: look again
+          // for up to 0.5 s, until both threads show their pins
+          for (let tries = 0; tries < 50; tries++) {
+            threads = [];
+            for (const t of readdirSync(`/proc/${pid}/task`)) {
+              const name = readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
+              threads.push(name);
+              allowed.set(name, /Cpus_allowed_list:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/task/${t}/status`, "utf8"))?.[1] ?? "?");
+            }
+            if (allowed.get("vcpu 0") === `${last}` && allowed.get("vcpu 1") === "0") break;
+            await Bun.sleep(10);
           }
           rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
         },
