@@ -54,17 +54,21 @@ export function trimSegs(segs: readonly Seg[], n: number): Seg[] {
  * adjacent regions if need be. Lengths and addresses must be safe non-negative integers.
  */
 export function segsOk(mem: GuestMemory, segs: readonly Seg[], ram: boolean): boolean {
-  for (const s of segs) {
-    if (!Number.isSafeInteger(s.len) || s.len < 0 || !Number.isSafeInteger(s.gpa) || s.gpa < 0) return false;
-    let gpa = s.gpa, left = s.len;
-    while (left > 0) {
-      if (!mem.valid(gpa, 1)) return false;
-      const r = mem.find(gpa, 1);
-      if (ram && r.kind !== "ram") return false;
-      const n = Math.min(left, r.gpa + r.size - gpa);
-      gpa += n;
-      left -= n;
-    }
+  for (const s of segs) if (!segOk(mem, s, ram)) return false;
+  return true;
+}
+
+/** segsOk for one segment. */
+export function segOk(mem: GuestMemory, s: Seg, ram: boolean): boolean {
+  if (!Number.isSafeInteger(s.len) || s.len < 0 || !Number.isSafeInteger(s.gpa) || s.gpa < 0) return false;
+  let gpa = s.gpa, left = s.len;
+  while (left > 0) {
+    if (!mem.valid(gpa, 1)) return false;
+    const r = mem.find(gpa, 1);
+    if (ram && r.kind !== "ram") return false;
+    const n = Math.min(left, r.gpa + r.size - gpa);
+    gpa += n;
+    left -= n;
   }
   return true;
 }

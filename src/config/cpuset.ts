@@ -3,7 +3,7 @@
  * the host CPUs vCPU N's thread may run on. A list is written like cpuset(1)'s: "0-3,6", or in TOML an
  * integer or an array of integers.
  */
-import type { Origin } from "./errors.ts";
+import type { Origin, Setting } from "./errors.ts";
 
 /** The key form, vcpu.N.cpuset. */
 export const CPUSET_KEY = /^vcpu\.(\d+)\.cpuset$/;
@@ -55,14 +55,12 @@ export function formatCpuList(cpus: readonly number[]): string {
   return parts.join(",");
 }
 
-interface CpusetSetting { key: string; value: unknown; origin: Origin }
-
 /**
  * vcpu.* settings → vCPU index → host CPUs. Every problem goes to `report`: keys other than
  * vcpu.N.cpuset, a vCPU the topology does not have, a bad list, host CPUs the host does not have.
  */
 export function resolveCpusets(
-  settings: readonly CpusetSetting[], cpus: number, hostCpus: number,
+  settings: readonly Setting[], cpus: number, hostCpus: number,
   report: (origin: Origin, key: string, message: string) => void,
 ): Record<number, number[]> {
   const out: Record<number, number[]> = {};

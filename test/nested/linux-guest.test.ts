@@ -66,7 +66,7 @@ l2() {
     # A boot ended by a triple fault, or killed by the timeout before the guest's marker, is retried (up to
     # 3 boots) and reported: the emulated SVM under TCG hangs ~1 L2 boot in 33 (testing.md) and
     # triple-faults 2-vCPU guests now and then (test/harness/l2.ts, L2_DEVICE_CPUS).
-    if [ $try -lt 3 ] && { [ $rc -eq 3 ] || { [ $rc -eq 137 ] && ! grep -q TSB-GUEST-UP "$log"; }; }; then echo "[$name] attempt $try ended rc=$rc; retrying"; retried="$retried retried(attempt-$try-rc=$rc)"; continue; fi
+    if tsb_l2_retry $try $rc "$log"; then echo "[$name] attempt $try ended rc=$rc; retrying"; retried="$retried retried(attempt-$try-rc=$rc)"; continue; fi
     break
   done
   up=$(grep -o 'TSB-GUEST-UP [0-9.]*' "$log" | head -1)

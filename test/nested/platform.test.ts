@@ -112,7 +112,7 @@ for try in 1 2 3; do
   log="$TSB_OUT/halt.$try.log"
   timeout -s KILL 180 "$TSB_TSBHYVE" "$TSB_JOB_DIR/halt.toml" > "$log" 2>&1 < /dev/null; rc=$?
   # the nested SVM's triple faults and early hangs (test/harness/l2.ts): up to 3 boots
-  if [ $try -lt 3 ] && { [ $rc -eq 3 ] || { [ $rc -eq 137 ] && ! grep -q TSB-GUEST-UP "$log"; }; }; then echo "[halt] attempt $try ended rc=$rc; retrying"; continue; fi
+  if tsb_l2_retry $try $rc "$log"; then echo "[halt] attempt $try ended rc=$rc; retrying"; continue; fi
   break
 done
 report "$log" halt

@@ -150,6 +150,16 @@ function sendTx(r: Rig, d: FakeDriver[], id: number, data: Uint8Array[]): void {
   r.kick(txQueue(id));
 }
 
+/** Two 64-byte receive buffers on port id, `text` written by the client: what the guest received. */
+async function hostToGuest(r: Rig, d: FakeDriver[], sock: Socket, id: number, text: string): Promise<string> {
+  const addrs = new Map<number, number>();
+  postRx(r, d, id, 2, 64, addrs);
+  sock.write(text);
+  const got: Uint8Array[] = [];
+  await r.pump(() => { got.push(takeRx(r, d, id, addrs)); return got.reduce((a, g) => a + g.length, 0) === text.length; }, `port ${id} input`);
+  return new TextDecoder().decode(Buffer.concat(got));
+}
+
 const pattern = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed + (i >> 8)) & 0xff);
 
 describe("virtio-console device", () => {
@@ -325,12 +335,7 @@ describe("virtio-console device", () => {
     fn.expire();
     expect(fn.deadline()).toBe(Infinity);
     await r.pump(() => k.data() === "from port 15\nmore\n", "output through the pending bit");
-    const addrs = new Map<number, number>();
-    postRx(r, d, 15, 2, 64, addrs);
-    k.sock.write("to 15\n");
-    const got: Uint8Array[] = [];
-    await r.pump(() => { got.push(takeRx(r, d, 15, addrs)); return got.reduce((a, g) => a + g.length, 0) === 6; }, "port 15 input");
-    expect(new TextDecoder().decode(Buffer.concat(got))).toBe("to 15\n");
+    expect(await hostToGuest(r, d, k.sock, 15, "to 15\n")).toBe("to 15\n");
     k.sock.destroy();
   });
 
@@ -342,12 +347,7 @@ describe("virtio-console device", () => {
     for (let i = 0; i < 5; i++) { r.round(); await Bun.sleep(2); }
     sendTx(r, d, 0, [new TextEncoder().encode("plain\n")]);
     await r.pump(() => k.data() === "plain\n", "output");
-    const addrs = new Map<number, number>();
-    postRx(r, d, 0, 2, 64, addrs);
-    k.sock.write("in\n");
-    const got: Uint8Array[] = [];
-    await r.pump(() => { got.push(takeRx(r, d, 0, addrs)); return got.reduce((a, g) => a + g.length, 0) === 3; }, "input");
-    expect(new TextDecoder().decode(Buffer.concat(got))).toBe("in\n");
+    expect(await hostToGuest(r, d, k.sock, 0, "in\n")).toBe("in\n");
     k.sock.destroy();
   });
 });

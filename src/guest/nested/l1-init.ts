@@ -134,6 +134,9 @@ export function jobPrelude(env: Record<string, string>): string {
 #                                             faults, test/harness/l2.ts), and the exit result says "retried";
 #                                             each TSB-L2 line becomes a result, and TAG.exit passes iff the status
 #                                             is EXPECT (detail: run ms, guest uptimes at up and at TSB-L2-DONE)
+#   tsb_l2_retry TRY RC LOG                   true when boot TRY (1-3) of an L2 guest that ended with RC should be
+#                                             retried: a triple fault (3), or a kill (137) before TSB-GUEST-UP in LOG
+#                                             (the nested SVM's own faults and hangs); tsb_l2_boot's rule
 #   tsb_now_ms                                milliseconds since the epoch
 # The job's exit status is the script's own: end with "exit 0" or a command that succeeds.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -181,6 +184,9 @@ tsb_guest_check() {
     return 1
   done
 }
+tsb_l2_retry() {
+  [ "$1" -lt 3 ] && { [ "$2" -eq 3 ] || { [ "$2" -eq 137 ] && ! grep -q TSB-GUEST-UP "$3"; }; }
+}
 tsb_l2_boot() {
   _tag=$1; _secs=$2; _want=$3; shift 3
   _note=
@@ -194,7 +200,7 @@ tsb_l2_boot() {
     wait $_pid; tsb_rc=$?
     wait $_tail
     _ms=$(( $(tsb_now_ms) - _t0 ))
-    if [ "$_try" -lt 3 ] && { [ "$tsb_rc" -eq 3 ] || { [ "$tsb_rc" -eq 137 ] && ! grep -q TSB-GUEST-UP "$tsb_log"; }; }; then
+    if tsb_l2_retry "$_try" "$tsb_rc" "$tsb_log"; then
       echo "[$_tag] attempt $_try ended rc=$tsb_rc; retrying"
       _note="$_note retried(attempt-$_try-rc=$tsb_rc)"
       continue

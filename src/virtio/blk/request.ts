@@ -26,7 +26,7 @@
  */
 import { SECTOR } from "../../block/backend.ts";
 import { hostEngine, type BlockEngine, type Seg } from "../../block/io.ts";
-import { gather, scatter, segBytes, segsOk, skipSegs, trimSegs } from "../../block/segments.ts";
+import { gather, scatter, segBytes, segOk, skipSegs, trimSegs } from "../../block/segments.ts";
 import type { GuestMemory } from "../../mem/guest-memory.ts";
 import { BLK_DWZ_BYTES, BLK_DWZ_F_UNMAP, BLK_HDR_BYTES, BLK_ID_BYTES, BLK_S, BLK_T, type BlkDeviceInfo } from "./device.ts";
 
@@ -48,8 +48,6 @@ export interface BlkResult {
   /** Why the request failed or was dropped, for the device's (rate-limited) error log. */
   error?: string;
 }
-
-const segOk = (mem: GuestMemory, s: Seg, ram: boolean): boolean => segsOk(mem, [s], ram);
 
 /** Execute one request. Never throws; safe on any thread. */
 export function executeRequest(dev: BlkDeviceInfo, mem: GuestMemory, chain: Chain, engine: BlockEngine = hostEngine): BlkResult {
